@@ -1,0 +1,7 @@
+//! peerchannel: multiparty peer-to-peer messaging over named meshes.
+#![warn(missing_docs)]
+
+pub mod id;
+
+pub use id::PeerId;
+pub use peerchannel_proto::{MeshAddress, MeshId};
