@@ -1,0 +1,1 @@
+//! Resolvers (being written).
