@@ -23,7 +23,17 @@ pub const MAX_PATH_LEN: usize = 1024;
 ///
 /// The runtime uses a 32-byte Ed25519 public key; tests and the simulator use small integers.
 pub trait PeerIdentity:
-    Clone + Copy + Ord + Eq + Hash + fmt::Debug + Serialize + for<'de> Deserialize<'de> + Send + Sync + 'static
+    Clone
+    + Copy
+    + Ord
+    + Eq
+    + Hash
+    + fmt::Debug
+    + Serialize
+    + for<'de> Deserialize<'de>
+    + Send
+    + Sync
+    + 'static
 {
 }
 
@@ -77,13 +87,20 @@ fn validate_label(label: &str) -> Result<(), MeshIdError> {
         return Err(MeshIdError::EmptyLabel);
     }
     if label.len() > MAX_LABEL_LEN {
-        return Err(MeshIdError::LabelTooLong { label: label.to_owned() });
+        return Err(MeshIdError::LabelTooLong {
+            label: label.to_owned(),
+        });
     }
-    if let Some(c) = label.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-')) {
+    if let Some(c) = label
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
+    {
         return Err(MeshIdError::BadCharacter { character: c });
     }
     if label.starts_with('-') || label.ends_with('-') {
-        return Err(MeshIdError::HyphenAtEdge { label: label.to_owned() });
+        return Err(MeshIdError::HyphenAtEdge {
+            label: label.to_owned(),
+        });
     }
     Ok(())
 }
@@ -177,7 +194,9 @@ impl MeshAddress {
         let rest = match s.split_once("://") {
             Some((scheme, rest)) => {
                 if !scheme.eq_ignore_ascii_case(SCHEME) {
-                    return Err(AddressError::Scheme { scheme: scheme.to_owned() });
+                    return Err(AddressError::Scheme {
+                        scheme: scheme.to_owned(),
+                    });
                 }
                 rest
             }
@@ -186,7 +205,10 @@ impl MeshAddress {
         let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
         let mesh = MeshId::new(host)?;
         validate_path(path)?;
-        Ok(Self { mesh, path: path.to_owned() })
+        Ok(Self {
+            mesh,
+            path: path.to_owned(),
+        })
     }
 }
 
@@ -266,13 +288,28 @@ mod tests {
         assert_eq!(MeshId::new(""), Err(MeshIdError::Empty));
         assert_eq!(MeshId::new("a..b"), Err(MeshIdError::EmptyLabel));
         assert_eq!(MeshId::new(".a"), Err(MeshIdError::EmptyLabel));
-        assert_eq!(MeshId::new("-a"), Err(MeshIdError::HyphenAtEdge { label: "-a".into() }));
-        assert_eq!(MeshId::new("a_b"), Err(MeshIdError::BadCharacter { character: '_' }));
-        assert_eq!(MeshId::new("é"), Err(MeshIdError::BadCharacter { character: 'é' }));
+        assert_eq!(
+            MeshId::new("-a"),
+            Err(MeshIdError::HyphenAtEdge { label: "-a".into() })
+        );
+        assert_eq!(
+            MeshId::new("a_b"),
+            Err(MeshIdError::BadCharacter { character: '_' })
+        );
+        assert_eq!(
+            MeshId::new("é"),
+            Err(MeshIdError::BadCharacter { character: 'é' })
+        );
         let long_label = "a".repeat(64);
-        assert!(matches!(MeshId::new(&long_label), Err(MeshIdError::LabelTooLong { .. })));
+        assert!(matches!(
+            MeshId::new(&long_label),
+            Err(MeshIdError::LabelTooLong { .. })
+        ));
         let long_name = vec!["a".repeat(63); 5].join(".");
-        assert!(matches!(MeshId::new(&long_name), Err(MeshIdError::TooLong { len: 319 })));
+        assert!(matches!(
+            MeshId::new(&long_name),
+            Err(MeshIdError::TooLong { len: 319 })
+        ));
     }
 
     #[test]
@@ -283,8 +320,14 @@ mod tests {
         assert_eq!(a.to_string(), "net.p2p://soccerpals/chat/main");
         let b = MeshAddress::parse("soccerpals").unwrap();
         assert_eq!(b.path, "");
-        assert!(matches!(MeshAddress::parse("http://x/y"), Err(AddressError::Scheme { .. })));
-        assert!(matches!(MeshAddress::parse("net.p2p:///chat"), Err(AddressError::MeshId(_))));
+        assert!(matches!(
+            MeshAddress::parse("http://x/y"),
+            Err(AddressError::Scheme { .. })
+        ));
+        assert!(matches!(
+            MeshAddress::parse("net.p2p:///chat"),
+            Err(AddressError::MeshId(_))
+        ));
         assert!(matches!(
             MeshAddress::parse("net.p2p://x/a b"),
             Err(AddressError::PathCharacter { character: ' ' })
@@ -296,6 +339,9 @@ mod tests {
         let bytes = postcard::to_allocvec(&"bad_name").unwrap();
         assert!(postcard::from_bytes::<MeshId>(&bytes).is_err());
         let bytes = postcard::to_allocvec(&"Good").unwrap();
-        assert_eq!(postcard::from_bytes::<MeshId>(&bytes).unwrap().as_str(), "good");
+        assert_eq!(
+            postcard::from_bytes::<MeshId>(&bytes).unwrap().as_str(),
+            "good"
+        );
     }
 }

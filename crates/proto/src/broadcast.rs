@@ -1,0 +1,837 @@
+//! Message dissemination, after Plumtree (Leitão, Pereira, Rodrigues: *Epidemic Broadcast
+//! Trees*, SRDS 2007), with a plain flood mode beside it.
+//!
+//! Every neighbor is either **eager** (messages are pushed to it in full) or **lazy** (only
+//! their ids are announced, batched). All links start eager. A node that receives a message
+//! twice prunes the later link to lazy, so the eager links settle into a spanning tree made of
+//! the links that delivered first: the tree follows the fastest paths. A node that hears of a
+//! message only lazily waits a little, then grafts the announcing link back into the tree and
+//! fetches the message over it.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::cache::{SeenCache, Store};
+use crate::config::{BroadcastConfig, BroadcastMode};
+use crate::id::{MessageId, PeerIdentity};
+use crate::message::{Announcement, BroadcastMessage, Gossip, GossipKind, RecentId};
+
+/// The most message ids awaited at once from lazy announcements; beyond it new announcements
+/// are ignored until some resolve. Bounds what a peer can make a node remember.
+pub const MAX_MISSING: usize = 16_384;
+
+/// What a propagation filter decides for one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Propagation {
+    /// Deliver to the application and pass it on (the default).
+    DeliverAndForward,
+    /// Deliver, but do not pass it on.
+    DeliverOnly,
+    /// Pass it on without delivering it here.
+    ForwardOnly,
+    /// Neither; the message still counts as seen.
+    Neither,
+    /// The message is invalid (for example a bad signature): not delivered, not passed on, and
+    /// not remembered as seen, so that a genuine copy with the same id can still arrive.
+    Reject,
+}
+
+impl Propagation {
+    fn delivers(self) -> bool {
+        matches!(self, Self::DeliverAndForward | Self::DeliverOnly)
+    }
+
+    fn forwards(self) -> bool {
+        matches!(self, Self::DeliverAndForward | Self::ForwardOnly)
+    }
+}
+
+/// A message handed to the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery<PI> {
+    /// Origin and sequence number.
+    pub id: MessageId<PI>,
+    /// The neighbor it arrived from.
+    pub from: PI,
+    /// Links it travelled.
+    pub hops: u16,
+    /// The application payload.
+    pub payload: Bytes,
+}
+
+/// Counters, for metrics and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BroadcastStats {
+    /// Messages originated here.
+    pub originated: u64,
+    /// Distinct messages received from neighbors.
+    pub received: u64,
+    /// Copies received of messages already seen.
+    pub duplicates: u64,
+    /// Messages a filter rejected as invalid.
+    pub rejected: u64,
+    /// Full messages sent (eager pushes and graft answers).
+    pub gossip_sent: u64,
+    /// Ids announced lazily.
+    pub ihave_sent: u64,
+    /// Bytes of lazy announcements sent (ids, hop counts), as an estimate of their overhead.
+    pub ihave_bytes: u64,
+    /// Grafts sent.
+    pub grafts_sent: u64,
+    /// Prunes sent.
+    pub prunes_sent: u64,
+    /// Announcements ignored because too many were awaited or a batch was too long.
+    pub announcements_dropped: u64,
+}
+
+/// What the broadcast layer asks of its surroundings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum BroadcastOut<PI> {
+    Send(PI, BroadcastMessage<PI>),
+    Deliver(Delivery<PI>),
+}
+
+#[derive(Debug)]
+struct Missing<PI> {
+    /// Who announced it, with their hop count, oldest first.
+    announcers: VecDeque<(PI, u16, bool)>,
+    /// The pending graft timer, if any.
+    timer: Option<Instant>,
+}
+
+/// Plumtree state of one node in one mesh.
+#[derive(Debug)]
+pub(crate) struct Broadcast<PI> {
+    me: PI,
+    config: BroadcastConfig,
+    eager: BTreeSet<PI>,
+    lazy: BTreeSet<PI>,
+    seen: SeenCache<PI>,
+    store: Store<PI>,
+    missing: BTreeMap<MessageId<PI>, Missing<PI>>,
+    graft_timers: BTreeSet<(Instant, MessageId<PI>)>,
+    /// Messages fetched because of a catch-up announcement: passed on lazily only.
+    caught_up: BTreeSet<MessageId<PI>>,
+    lazy_queue: BTreeMap<PI, Vec<Announcement<PI>>>,
+    flush_at: Option<Instant>,
+    next_seq: u64,
+    last_activity: Option<Instant>,
+    stats: BroadcastStats,
+}
+
+impl<PI: PeerIdentity> Broadcast<PI> {
+    pub(crate) fn new(me: PI, first_seq: u64, config: BroadcastConfig) -> Self {
+        Self {
+            me,
+            seen: SeenCache::new(config.seen_retention, config.seen_capacity),
+            store: Store::new(config.store_retention, config.store_bytes),
+            config,
+            eager: BTreeSet::new(),
+            lazy: BTreeSet::new(),
+            missing: BTreeMap::new(),
+            graft_timers: BTreeSet::new(),
+            caught_up: BTreeSet::new(),
+            lazy_queue: BTreeMap::new(),
+            flush_at: None,
+            next_seq: first_seq,
+            last_activity: None,
+            stats: BroadcastStats::default(),
+        }
+    }
+
+    pub(crate) fn stats(&self) -> &BroadcastStats {
+        &self.stats
+    }
+
+    pub(crate) fn eager_peers(&self) -> &BTreeSet<PI> {
+        &self.eager
+    }
+
+    pub(crate) fn seen_retention(&self) -> std::time::Duration {
+        self.config.seen_retention
+    }
+
+    pub(crate) fn seen_len(&self) -> usize {
+        self.seen.len()
+    }
+
+    pub(crate) fn store_bytes(&self) -> usize {
+        self.store.bytes()
+    }
+
+    pub(crate) fn has_seen(&self, id: &MessageId<PI>) -> bool {
+        self.seen.contains(id)
+    }
+
+    pub(crate) fn recent_ids(
+        &self,
+        now: Instant,
+        grace: std::time::Duration,
+        max: usize,
+    ) -> Vec<RecentId<PI>> {
+        self.seen.recent(now, grace, max)
+    }
+
+    /// Takes the id for the next message from this node.
+    pub(crate) fn reserve_id(&mut self) -> MessageId<PI> {
+        let id = MessageId {
+            origin: self.me,
+            seq: self.next_seq,
+        };
+        self.next_seq = self.next_seq.wrapping_add(1);
+        id
+    }
+
+    /// When a new message last passed through this node (received or originated).
+    pub(crate) fn last_activity(&self) -> Option<Instant> {
+        self.last_activity
+    }
+
+    /// Sends a new message from this node under an id from [`Self::reserve_id`]. The origin
+    /// does not deliver its own message.
+    pub(crate) fn broadcast(
+        &mut self,
+        id: MessageId<PI>,
+        payload: Bytes,
+        hop_limit: Option<u16>,
+        kind: GossipKind,
+        now: Instant,
+        out: &mut Vec<BroadcastOut<PI>>,
+    ) {
+        self.stats.originated += 1;
+        self.last_activity = Some(now);
+        self.seen.insert(id, now);
+        // Stored with hop count 0: a graft answer adds one, like any forward.
+        let gossip = Gossip {
+            id,
+            hops: 0,
+            hop_limit,
+            kind,
+            payload,
+        };
+        self.forward(&gossip, None, false, now, out);
+        if hop_limit.is_none() {
+            self.store.insert(gossip, now);
+        }
+    }
+
+    /// Paper, "upon Receive(GOSSIP)": deliver and forward a new message, prune the sender of a
+    /// duplicate.
+    pub(crate) fn on_gossip(
+        &mut self,
+        from: PI,
+        gossip: Gossip<PI>,
+        now: Instant,
+        filter: &mut dyn FnMut(&Gossip<PI>, &PI) -> Propagation,
+        out: &mut Vec<BroadcastOut<PI>>,
+    ) {
+        if self.seen.contains(&gossip.id) || gossip.id.origin == self.me {
+            self.stats.duplicates += 1;
+            if self.config.mode == BroadcastMode::Plumtree
+                && gossip.hop_limit.is_none()
+                && self.eager.remove(&from)
+            {
+                // Paper: "eagerPushPeers <- eagerPushPeers \ {sender}; lazyPushPeers <-
+                // lazyPushPeers U {sender}; Send(PRUNE, sender)".
+                self.lazy.insert(from);
+                self.stats.prunes_sent += 1;
+                out.push(BroadcastOut::Send(from, BroadcastMessage::Prune));
+            }
+            return;
+        }
+        let decision = if gossip.kind == GossipKind::App {
+            filter(&gossip, &from)
+        } else {
+            Propagation::DeliverAndForward
+        };
+        if decision == Propagation::Reject {
+            self.stats.rejected += 1;
+            return;
+        }
+        self.seen.insert(gossip.id, now);
+        self.stats.received += 1;
+        self.last_activity = Some(now);
+        let announced = self.missing.remove(&gossip.id);
+        let caught_up = self.caught_up.remove(&gossip.id);
+        if gossip.kind == GossipKind::App && decision.delivers() {
+            out.push(BroadcastOut::Deliver(Delivery {
+                id: gossip.id,
+                from,
+                hops: gossip.hops,
+                payload: gossip.payload.clone(),
+            }));
+        }
+        let within_limit = gossip.hop_limit.is_none_or(|limit| gossip.hops < limit);
+        if decision.forwards() && within_limit {
+            self.forward(&gossip, Some(from), caught_up, now, out);
+            if gossip.hop_limit.is_none() {
+                self.store.insert(gossip.clone(), now);
+            }
+        }
+        if self.config.mode == BroadcastMode::Plumtree && gossip.hop_limit.is_none() {
+            // Paper: "eagerPushPeers <- eagerPushPeers U {sender}" (if it is a neighbor).
+            if self.lazy.remove(&from) {
+                self.eager.insert(from);
+            }
+            if let Some(missing) = announced {
+                self.optimize(from, gossip.hops, missing, out);
+            }
+        }
+    }
+
+    /// Paper's optimisation: "if a lazy announcement offers the message in far fewer hops than
+    /// the eager copy took, graft the announcer and prune the eager sender".
+    fn optimize(
+        &mut self,
+        eager_sender: PI,
+        hops: u16,
+        missing: Missing<PI>,
+        out: &mut Vec<BroadcastOut<PI>>,
+    ) {
+        let best = missing
+            .announcers
+            .iter()
+            .filter(|(p, _, catch_up)| !catch_up && self.lazy.contains(p))
+            .min_by_key(|(_, h, _)| *h);
+        let Some(&(announcer, announced_hops, _)) = best else {
+            return;
+        };
+        if hops
+            > announced_hops
+                .saturating_add(1)
+                .saturating_add(self.config.optimization_threshold)
+        {
+            self.lazy.remove(&announcer);
+            self.eager.insert(announcer);
+            self.stats.grafts_sent += 1;
+            out.push(BroadcastOut::Send(
+                announcer,
+                BroadcastMessage::Graft { id: None },
+            ));
+            if self.eager.remove(&eager_sender) {
+                self.lazy.insert(eager_sender);
+                self.stats.prunes_sent += 1;
+                out.push(BroadcastOut::Send(eager_sender, BroadcastMessage::Prune));
+            }
+        }
+    }
+
+    /// Paper, "upon Receive(IHAVE)": note who has a message we lack and start a graft timer.
+    pub(crate) fn on_ihave(
+        &mut self,
+        from: PI,
+        announcements: Vec<Announcement<PI>>,
+        now: Instant,
+    ) {
+        if announcements.len() > self.config.max_ihave_batch {
+            self.stats.announcements_dropped += announcements.len() as u64;
+            return;
+        }
+        for a in announcements {
+            if self.seen.contains(&a.id) {
+                continue;
+            }
+            if !self.missing.contains_key(&a.id) && self.missing.len() >= MAX_MISSING {
+                self.stats.announcements_dropped += 1;
+                continue;
+            }
+            let entry = self.missing.entry(a.id).or_insert_with(|| Missing {
+                announcers: VecDeque::new(),
+                timer: None,
+            });
+            if entry.announcers.len() < 16 {
+                entry.announcers.push_back((from, a.hops, a.catch_up));
+            }
+            if entry.timer.is_none() {
+                let at = now + self.config.graft_timeout_1;
+                entry.timer = Some(at);
+                self.graft_timers.insert((at, a.id));
+            }
+        }
+    }
+
+    /// Paper, "upon Receive(GRAFT)": make the link eager and send the message if we have it.
+    pub(crate) fn on_graft(
+        &mut self,
+        from: PI,
+        id: Option<MessageId<PI>>,
+        is_neighbor: bool,
+        out: &mut Vec<BroadcastOut<PI>>,
+    ) {
+        if is_neighbor {
+            self.lazy.remove(&from);
+            self.eager.insert(from);
+        }
+        if let Some(id) = id
+            && let Some(stored) = self.store.get(&id)
+        {
+            let mut gossip = stored.clone();
+            gossip.hops = gossip.hops.saturating_add(1);
+            self.stats.gossip_sent += 1;
+            out.push(BroadcastOut::Send(from, BroadcastMessage::Gossip(gossip)));
+        }
+    }
+
+    /// Paper, "upon Receive(PRUNE)".
+    pub(crate) fn on_prune(&mut self, from: PI) {
+        if self.eager.remove(&from) {
+            self.lazy.insert(from);
+        }
+    }
+
+    /// A neighbor can no longer keep up: stop pushing to it eagerly.
+    pub(crate) fn demote(&mut self, peer: PI, out: &mut Vec<BroadcastOut<PI>>) {
+        if self.eager.remove(&peer) {
+            self.lazy.insert(peer);
+            self.stats.prunes_sent += 1;
+            out.push(BroadcastOut::Send(peer, BroadcastMessage::Prune));
+        }
+    }
+
+    /// Paper, "upon NeighborUp": the new link starts eager.
+    ///
+    /// Addition to the paper: the link also gets a catch-up announcement of our most recent
+    /// messages, so a late joiner, or a node that was cut off, can fetch what it missed.
+    pub(crate) fn neighbor_up(
+        &mut self,
+        peer: PI,
+        catch_up: usize,
+        window: std::time::Duration,
+        now: Instant,
+    ) {
+        self.lazy.remove(&peer);
+        self.eager.insert(peer);
+        if catch_up == 0 {
+            return;
+        }
+        let announcements: Vec<_> = self
+            .store
+            .recent(now, window, catch_up)
+            .into_iter()
+            .filter(|g| g.id.origin != peer)
+            .map(|g| Announcement {
+                id: g.id,
+                hops: g.hops,
+                catch_up: true,
+            })
+            .collect();
+        if !announcements.is_empty() {
+            self.queue_lazy(peer, announcements, now);
+        }
+    }
+
+    /// Paper, "upon NeighborDown".
+    pub(crate) fn neighbor_down(&mut self, peer: PI) {
+        self.eager.remove(&peer);
+        self.lazy.remove(&peer);
+        self.lazy_queue.remove(&peer);
+    }
+
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        let graft = self.graft_timers.first().map(|(at, _)| *at);
+        [graft, self.flush_at].into_iter().flatten().min()
+    }
+
+    pub(crate) fn handle_timeout(&mut self, now: Instant, out: &mut Vec<BroadcastOut<PI>>) {
+        while let Some(&(at, id)) = self.graft_timers.first() {
+            if at > now {
+                break;
+            }
+            self.graft_timers.pop_first();
+            self.graft_due(id, at, out);
+        }
+        if self.flush_at.is_some_and(|t| t <= now) {
+            self.flush_at = None;
+            self.flush(out);
+        }
+        self.seen.expire(now);
+        self.store.expire(now);
+    }
+
+    /// Paper, "upon Timer(mID)": graft the first announcer; try the next one after a shorter
+    /// timeout if the message still does not come.
+    fn graft_due(&mut self, id: MessageId<PI>, at: Instant, out: &mut Vec<BroadcastOut<PI>>) {
+        let Some(missing) = self.missing.get_mut(&id) else {
+            return;
+        };
+        if missing.timer != Some(at) {
+            return;
+        }
+        missing.timer = None;
+        if self.seen.contains(&id) {
+            self.missing.remove(&id);
+            return;
+        }
+        // Announcers that are no longer neighbors cannot be grafted.
+        let announcer = loop {
+            match missing.announcers.pop_front() {
+                Some((peer, _, catch_up))
+                    if self.eager.contains(&peer) || self.lazy.contains(&peer) =>
+                {
+                    break Some((peer, catch_up));
+                }
+                Some(_) => continue,
+                None => break None,
+            }
+        };
+        let Some((peer, catch_up)) = announcer else {
+            self.missing.remove(&id);
+            self.caught_up.remove(&id);
+            return;
+        };
+        let next = at + self.config.graft_timeout_2;
+        missing.timer = Some(next);
+        self.graft_timers.insert((next, id));
+        if catch_up {
+            self.caught_up.insert(id);
+        }
+        self.lazy.remove(&peer);
+        self.eager.insert(peer);
+        self.stats.grafts_sent += 1;
+        out.push(BroadcastOut::Send(
+            peer,
+            BroadcastMessage::Graft { id: Some(id) },
+        ));
+    }
+
+    /// Pushes a message on: in full to eager peers (every neighbor when flooding or
+    /// hop-limited), as an id to lazy peers.
+    fn forward(
+        &mut self,
+        gossip: &Gossip<PI>,
+        except: Option<PI>,
+        lazy_only: bool,
+        now: Instant,
+        out: &mut Vec<BroadcastOut<PI>>,
+    ) {
+        let flood = self.config.mode == BroadcastMode::Flood || gossip.hop_limit.is_some();
+        let mut next = gossip.clone();
+        next.hops = gossip.hops.saturating_add(1);
+        let (eager, lazy): (Vec<PI>, Vec<PI>) = if flood {
+            (
+                self.eager.iter().chain(self.lazy.iter()).copied().collect(),
+                Vec::new(),
+            )
+        } else if lazy_only {
+            (
+                Vec::new(),
+                self.eager.iter().chain(self.lazy.iter()).copied().collect(),
+            )
+        } else {
+            (
+                self.eager.iter().copied().collect(),
+                self.lazy.iter().copied().collect(),
+            )
+        };
+        for peer in eager.into_iter().filter(|p| Some(*p) != except) {
+            self.stats.gossip_sent += 1;
+            out.push(BroadcastOut::Send(
+                peer,
+                BroadcastMessage::Gossip(next.clone()),
+            ));
+        }
+        for peer in lazy.into_iter().filter(|p| Some(*p) != except) {
+            let a = Announcement {
+                id: gossip.id,
+                hops: gossip.hops,
+                catch_up: false,
+            };
+            self.queue_lazy(peer, vec![a], now);
+        }
+    }
+
+    fn queue_lazy(&mut self, peer: PI, announcements: Vec<Announcement<PI>>, now: Instant) {
+        self.lazy_queue
+            .entry(peer)
+            .or_default()
+            .extend(announcements);
+        if self.flush_at.is_none() {
+            self.flush_at = Some(now + self.config.ihave_delay);
+        }
+    }
+
+    fn flush(&mut self, out: &mut Vec<BroadcastOut<PI>>) {
+        for (peer, announcements) in std::mem::take(&mut self.lazy_queue) {
+            for chunk in announcements.chunks(self.config.max_ihave_batch.max(1)) {
+                self.stats.ihave_sent += chunk.len() as u64;
+                // An id is its origin (up to 32 bytes) and a varint sequence, plus a hop count.
+                self.stats.ihave_bytes += (chunk.len() * 44) as u64;
+                out.push(BroadcastOut::Send(
+                    peer,
+                    BroadcastMessage::IHave(chunk.to_vec()),
+                ));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn pass(_: &Gossip<u32>, _: &u32) -> Propagation {
+        Propagation::DeliverAndForward
+    }
+
+    fn tree(me: u32, peers: &[u32]) -> Broadcast<u32> {
+        let mut b = Broadcast::new(me, 0, BroadcastConfig::default());
+        for p in peers {
+            b.neighbor_up(*p, 0, Duration::ZERO, Instant::now());
+        }
+        b
+    }
+
+    fn gossip(origin: u32, seq: u64, hops: u16) -> Gossip<u32> {
+        Gossip {
+            id: MessageId { origin, seq },
+            hops,
+            hop_limit: None,
+            kind: GossipKind::App,
+            payload: Bytes::from_static(b"hi"),
+        }
+    }
+
+    #[test]
+    fn the_first_copy_is_delivered_and_pushed_to_the_other_eager_peers() {
+        let now = Instant::now();
+        let mut b = tree(1, &[2, 3, 4]);
+        let mut out = Vec::new();
+        b.on_gossip(2, gossip(9, 0, 1), now, &mut pass, &mut out);
+        assert_eq!(
+            out[0],
+            BroadcastOut::Deliver(Delivery {
+                id: MessageId { origin: 9, seq: 0 },
+                from: 2,
+                hops: 1,
+                payload: Bytes::from_static(b"hi"),
+            })
+        );
+        let pushed: Vec<_> = out[1..]
+            .iter()
+            .map(|o| match o {
+                BroadcastOut::Send(to, BroadcastMessage::Gossip(g)) => (*to, g.hops),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(pushed, vec![(3, 2), (4, 2)]);
+    }
+
+    #[test]
+    fn a_duplicate_prunes_its_sender_to_lazy() {
+        let now = Instant::now();
+        let mut b = tree(1, &[2, 3]);
+        let mut out = Vec::new();
+        b.on_gossip(2, gossip(9, 0, 1), now, &mut pass, &mut out);
+        out.clear();
+        b.on_gossip(3, gossip(9, 0, 2), now, &mut pass, &mut out);
+        assert_eq!(out, vec![BroadcastOut::Send(3, BroadcastMessage::Prune)]);
+        assert_eq!(b.eager_peers().iter().copied().collect::<Vec<_>>(), vec![2]);
+        assert_eq!(b.stats().duplicates, 1);
+        // The next message goes to 3 only as an announcement, after the batching delay.
+        out.clear();
+        b.on_gossip(2, gossip(9, 1, 1), now, &mut pass, &mut out);
+        assert!(out.iter().all(|o| !matches!(o, BroadcastOut::Send(3, _))));
+        assert_eq!(b.poll_timeout(), Some(now + Duration::from_millis(5)));
+        out.clear();
+        b.handle_timeout(now + Duration::from_millis(5), &mut out);
+        assert_eq!(
+            out,
+            vec![BroadcastOut::Send(
+                3,
+                BroadcastMessage::IHave(vec![Announcement {
+                    id: MessageId { origin: 9, seq: 1 },
+                    hops: 1,
+                    catch_up: false
+                }])
+            )]
+        );
+    }
+
+    #[test]
+    fn a_missing_message_is_grafted_after_the_timeout() {
+        let now = Instant::now();
+        let mut b = tree(1, &[2, 3]);
+        let mut out = Vec::new();
+        b.on_prune(3);
+        let id = MessageId { origin: 9, seq: 0 };
+        b.on_ihave(
+            3,
+            vec![Announcement {
+                id,
+                hops: 2,
+                catch_up: false,
+            }],
+            now,
+        );
+        assert_eq!(b.poll_timeout(), Some(now + Duration::from_millis(80)));
+        b.handle_timeout(now + Duration::from_millis(79), &mut out);
+        assert!(out.is_empty());
+        b.handle_timeout(now + Duration::from_millis(80), &mut out);
+        assert_eq!(
+            out,
+            vec![BroadcastOut::Send(
+                3,
+                BroadcastMessage::Graft { id: Some(id) }
+            )]
+        );
+        assert!(
+            b.eager_peers().contains(&3),
+            "grafting makes the link eager again"
+        );
+    }
+
+    #[test]
+    fn a_message_that_arrives_in_time_cancels_the_graft() {
+        let now = Instant::now();
+        let mut b = tree(1, &[2, 3]);
+        let mut out = Vec::new();
+        b.on_prune(3);
+        let id = MessageId { origin: 9, seq: 0 };
+        b.on_ihave(
+            3,
+            vec![Announcement {
+                id,
+                hops: 2,
+                catch_up: false,
+            }],
+            now,
+        );
+        b.on_gossip(2, gossip(9, 0, 3), now, &mut pass, &mut out);
+        out.clear();
+        b.handle_timeout(now + Duration::from_secs(1), &mut out);
+        assert!(
+            !out.iter()
+                .any(|o| matches!(o, BroadcastOut::Send(_, BroadcastMessage::Graft { .. })))
+        );
+    }
+
+    #[test]
+    fn a_graft_is_answered_from_the_store() {
+        let now = Instant::now();
+        let mut b = tree(1, &[2, 3]);
+        let mut out = Vec::new();
+        b.on_gossip(2, gossip(9, 0, 1), now, &mut pass, &mut out);
+        out.clear();
+        b.on_graft(3, Some(MessageId { origin: 9, seq: 0 }), true, &mut out);
+        assert_eq!(
+            out,
+            vec![BroadcastOut::Send(
+                3,
+                BroadcastMessage::Gossip(gossip(9, 0, 2))
+            )]
+        );
+    }
+
+    #[test]
+    fn hop_limited_messages_flood_within_the_limit() {
+        let now = Instant::now();
+        let mut b = tree(1, &[2, 3, 4]);
+        b.on_prune(4);
+        let mut out = Vec::new();
+        let mut g = gossip(9, 0, 1);
+        g.hop_limit = Some(2);
+        b.on_gossip(2, g.clone(), now, &mut pass, &mut out);
+        let to: Vec<u32> = out
+            .iter()
+            .filter_map(|o| match o {
+                BroadcastOut::Send(p, BroadcastMessage::Gossip(_)) => Some(*p),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            to,
+            vec![3, 4],
+            "lazy peers get hop-limited messages in full"
+        );
+        out.clear();
+        let mut g2 = gossip(9, 1, 2);
+        g2.hop_limit = Some(2);
+        b.on_gossip(2, g2, now, &mut pass, &mut out);
+        assert_eq!(out.len(), 1, "at the limit: delivered, not forwarded");
+        assert!(matches!(out[0], BroadcastOut::Deliver(_)));
+    }
+
+    #[test]
+    fn the_filter_decides_delivery_and_forwarding() {
+        let now = Instant::now();
+        let mut b = tree(1, &[2, 3]);
+        let mut out = Vec::new();
+        let mut only_forward = |_: &Gossip<u32>, _: &u32| Propagation::ForwardOnly;
+        b.on_gossip(2, gossip(9, 0, 1), now, &mut only_forward, &mut out);
+        assert!(out.iter().all(|o| !matches!(o, BroadcastOut::Deliver(_))));
+        assert!(out.iter().any(|o| matches!(o, BroadcastOut::Send(3, _))));
+        out.clear();
+        let mut reject = |_: &Gossip<u32>, _: &u32| Propagation::Reject;
+        b.on_gossip(2, gossip(9, 1, 1), now, &mut reject, &mut out);
+        assert!(out.is_empty());
+        assert!(
+            !b.has_seen(&MessageId { origin: 9, seq: 1 }),
+            "rejected copies are not remembered"
+        );
+        b.on_gossip(2, gossip(9, 1, 1), now, &mut pass, &mut out);
+        assert!(
+            matches!(out[0], BroadcastOut::Deliver(_)),
+            "a genuine copy still gets through"
+        );
+    }
+
+    #[test]
+    fn flood_mode_never_prunes() {
+        let now = Instant::now();
+        let config = BroadcastConfig {
+            mode: BroadcastMode::Flood,
+            ..Default::default()
+        };
+        let mut b = Broadcast::new(1, 0, config);
+        b.neighbor_up(2, 0, Duration::ZERO, now);
+        b.neighbor_up(3, 0, Duration::ZERO, now);
+        let mut out = Vec::new();
+        b.on_gossip(2, gossip(9, 0, 1), now, &mut pass, &mut out);
+        out.clear();
+        b.on_gossip(3, gossip(9, 0, 1), now, &mut pass, &mut out);
+        assert!(out.is_empty());
+        assert_eq!(b.eager_peers().len(), 2);
+    }
+
+    #[test]
+    fn a_new_link_is_told_of_recent_messages() {
+        let now = Instant::now();
+        let mut b = tree(1, &[2]);
+        let mut out = Vec::new();
+        b.on_gossip(2, gossip(9, 0, 1), now, &mut pass, &mut out);
+        b.on_gossip(2, gossip(9, 1, 1), now, &mut pass, &mut out);
+        out.clear();
+        b.neighbor_up(5, 64, Duration::from_secs(30), now);
+        b.handle_timeout(now + Duration::from_millis(5), &mut out);
+        let ids: Vec<u64> = match &out[..] {
+            [BroadcastOut::Send(5, BroadcastMessage::IHave(a))] => {
+                assert!(a.iter().all(|a| a.catch_up));
+                a.iter().map(|a| a.id.seq).collect()
+            }
+            other => panic!("unexpected {other:?}"),
+        };
+        assert_eq!(ids, vec![0, 1]);
+    }
+
+    #[test]
+    fn oversized_announcement_batches_are_dropped() {
+        let now = Instant::now();
+        let mut b = tree(1, &[2]);
+        let batch = (0..300)
+            .map(|s| Announcement {
+                id: MessageId { origin: 9, seq: s },
+                hops: 1,
+                catch_up: false,
+            })
+            .collect();
+        b.on_ihave(2, batch, now);
+        assert_eq!(b.poll_timeout(), None);
+        assert_eq!(b.stats().announcements_dropped, 300);
+    }
+}

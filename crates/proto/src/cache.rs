@@ -1,0 +1,233 @@
+//! The bounded memories of a mesh: which message ids were seen, and recent payloads.
+//!
+//! Both are bounded in time and in size, and both expire strictly in arrival order (time only
+//! moves forward), so expiry is a pop from the front of a queue.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::id::{MessageId, PeerIdentity};
+use crate::message::{Gossip, RecentId};
+
+/// Message ids seen recently, with when they were first seen.
+#[derive(Debug)]
+pub(crate) struct SeenCache<PI> {
+    map: BTreeMap<MessageId<PI>, Instant>,
+    order: VecDeque<(Instant, MessageId<PI>)>,
+    retention: Duration,
+    capacity: usize,
+}
+
+impl<PI: PeerIdentity> SeenCache<PI> {
+    pub(crate) fn new(retention: Duration, capacity: usize) -> Self {
+        Self {
+            map: BTreeMap::new(),
+            order: VecDeque::new(),
+            retention,
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Records `id`; false if it was already there.
+    pub(crate) fn insert(&mut self, id: MessageId<PI>, now: Instant) -> bool {
+        if self.map.contains_key(&id) {
+            return false;
+        }
+        self.expire(now);
+        while self.map.len() >= self.capacity {
+            self.pop_oldest();
+        }
+        self.map.insert(id, now);
+        self.order.push_back((now, id));
+        true
+    }
+
+    pub(crate) fn contains(&self, id: &MessageId<PI>) -> bool {
+        self.map.contains_key(id)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub(crate) fn expire(&mut self, now: Instant) {
+        while let Some(&(at, _)) = self.order.front() {
+            if now.saturating_duration_since(at) < self.retention {
+                break;
+            }
+            self.pop_oldest();
+        }
+    }
+
+    fn pop_oldest(&mut self) {
+        if let Some((_, id)) = self.order.pop_front() {
+            self.map.remove(&id);
+        }
+    }
+
+    /// Up to `max` of the newest ids at least `grace` old, newest first, with their ages.
+    pub(crate) fn recent(&self, now: Instant, grace: Duration, max: usize) -> Vec<RecentId<PI>> {
+        self.order
+            .iter()
+            .rev()
+            .filter_map(|&(at, id)| {
+                let age = now.saturating_duration_since(at);
+                (age >= grace).then(|| RecentId {
+                    id,
+                    age_ms: u32::try_from(age.as_millis()).unwrap_or(u32::MAX),
+                })
+            })
+            .take(max)
+            .collect()
+    }
+}
+
+/// Payloads of recent messages, kept to answer grafts and catch-up announcements.
+#[derive(Debug)]
+pub(crate) struct Store<PI> {
+    map: BTreeMap<MessageId<PI>, Gossip<PI>>,
+    order: VecDeque<(Instant, MessageId<PI>)>,
+    bytes: usize,
+    retention: Duration,
+    max_bytes: usize,
+}
+
+impl<PI: PeerIdentity> Store<PI> {
+    pub(crate) fn new(retention: Duration, max_bytes: usize) -> Self {
+        Self {
+            map: BTreeMap::new(),
+            order: VecDeque::new(),
+            bytes: 0,
+            retention,
+            max_bytes,
+        }
+    }
+
+    pub(crate) fn insert(&mut self, gossip: Gossip<PI>, now: Instant) {
+        self.expire(now);
+        let len = gossip.payload.len();
+        if len > self.max_bytes || self.map.contains_key(&gossip.id) {
+            return;
+        }
+        while self.bytes + len > self.max_bytes {
+            self.pop_oldest();
+        }
+        self.bytes += len;
+        self.order.push_back((now, gossip.id));
+        self.map.insert(gossip.id, gossip);
+    }
+
+    pub(crate) fn get(&self, id: &MessageId<PI>) -> Option<&Gossip<PI>> {
+        self.map.get(id)
+    }
+
+    pub(crate) fn expire(&mut self, now: Instant) {
+        while let Some(&(at, _)) = self.order.front() {
+            if now.saturating_duration_since(at) < self.retention {
+                break;
+            }
+            self.pop_oldest();
+        }
+    }
+
+    fn pop_oldest(&mut self) {
+        if let Some((_, id)) = self.order.pop_front()
+            && let Some(g) = self.map.remove(&id)
+        {
+            self.bytes -= g.payload.len();
+        }
+    }
+
+    /// Up to `max` of the newest messages younger than `window`, oldest first.
+    pub(crate) fn recent(&self, now: Instant, window: Duration, max: usize) -> Vec<&Gossip<PI>> {
+        let mut out: Vec<_> = self
+            .order
+            .iter()
+            .rev()
+            .take_while(|(at, _)| now.saturating_duration_since(*at) < window)
+            .filter_map(|(_, id)| self.map.get(id))
+            .take(max)
+            .collect();
+        out.reverse();
+        out
+    }
+
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::message::GossipKind;
+
+    fn id(seq: u64) -> MessageId<u32> {
+        MessageId { origin: 1, seq }
+    }
+
+    fn gossip(seq: u64, len: usize) -> Gossip<u32> {
+        Gossip {
+            id: id(seq),
+            hops: 0,
+            hop_limit: None,
+            kind: GossipKind::App,
+            payload: Bytes::from(vec![0; len]),
+        }
+    }
+
+    #[test]
+    fn seen_cache_is_bounded_in_time_and_entries() {
+        let t0 = Instant::now();
+        let mut c = SeenCache::new(Duration::from_secs(10), 3);
+        assert!(c.insert(id(1), t0));
+        assert!(!c.insert(id(1), t0), "a duplicate is reported");
+        c.insert(id(2), t0 + Duration::from_secs(1));
+        c.insert(id(3), t0 + Duration::from_secs(2));
+        c.insert(id(4), t0 + Duration::from_secs(3));
+        assert!(!c.contains(&id(1)), "the oldest makes room");
+        assert_eq!(c.len(), 3);
+        c.expire(t0 + Duration::from_millis(11_500));
+        assert!(!c.contains(&id(2)));
+        assert!(c.contains(&id(3)));
+    }
+
+    #[test]
+    fn seen_cache_lists_recent_ids_past_the_grace_period() {
+        let t0 = Instant::now();
+        let mut c = SeenCache::new(Duration::from_secs(100), 100);
+        for s in 0..5 {
+            c.insert(id(s), t0 + Duration::from_secs(s));
+        }
+        let now = t0 + Duration::from_secs(5);
+        let recent = c.recent(now, Duration::from_secs(2), 2);
+        let seqs: Vec<_> = recent.iter().map(|r| (r.id.seq, r.age_ms)).collect();
+        assert_eq!(seqs, vec![(3, 2000), (2, 3000)]);
+    }
+
+    #[test]
+    fn store_is_bounded_in_bytes_and_time() {
+        let t0 = Instant::now();
+        let mut s = Store::new(Duration::from_secs(10), 100);
+        s.insert(gossip(1, 40), t0);
+        s.insert(gossip(2, 40), t0);
+        s.insert(gossip(3, 40), t0);
+        assert!(s.get(&id(1)).is_none());
+        assert_eq!(s.bytes(), 80);
+        s.insert(gossip(4, 500), t0);
+        assert!(
+            s.get(&id(4)).is_none(),
+            "a payload larger than the store is not kept"
+        );
+        let recent: Vec<_> = s
+            .recent(t0, Duration::from_secs(1), 10)
+            .iter()
+            .map(|g| g.id.seq)
+            .collect();
+        assert_eq!(recent, vec![2, 3]);
+        s.expire(t0 + Duration::from_secs(10));
+        assert_eq!(s.bytes(), 0);
+    }
+}

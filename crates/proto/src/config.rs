@@ -1,0 +1,214 @@
+//! Configuration of a mesh, with the reason for every default.
+//!
+//! Defaults marked "from the paper" come from Leitão et al., *HyParView* (DSN 2007) and
+//! *Epidemic Broadcast Trees* (SRDS 2007, Plumtree). "From simulation" names a
+//! `peerchannel-sim` run in `crates/sim/README.md` that chose the value. "A guess" means
+//! nothing has tested it yet.
+
+use std::time::Duration;
+
+/// Everything that shapes one mesh.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct Config {
+    /// Neighbor management (HyParView).
+    pub membership: MembershipConfig,
+    /// Message dissemination (Plumtree or flood).
+    pub broadcast: BroadcastConfig,
+    /// Everything that sits on top of both: offline queue, catch-up, partition repair.
+    pub mesh: MeshConfig,
+}
+
+/// Neighbor management: the HyParView active and passive views.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct MembershipConfig {
+    /// Below this many neighbors a node repairs urgently: several parallel requests, and the
+    /// resolver when the passive view has no candidate. Default 3: from simulation
+    /// (`churn-1000`), where 2 left too many nodes one failure away from isolation.
+    pub active_min: usize,
+    /// The number of neighbors a node works towards in the background. Default 5: the paper's
+    /// `log(n) + c` for meshes of a few thousand nodes, confirmed by simulation (`single-1000`):
+    /// 4 deepened the tree past the hop target, 6 bought little reliability for more links.
+    pub active_ideal: usize,
+    /// The most neighbors a node accepts; a request beyond it is refused with referrals unless
+    /// it is high priority (then a random neighbor is evicted). Default 8: a guess, leaving room
+    /// for walk offers and partition-merge links above the ideal. (WCF: min 2, ideal 3, max 7.)
+    pub active_max: usize,
+    /// Capacity of the passive view, the pool of known members used for repair. Default 30:
+    /// from the paper.
+    pub passive_capacity: usize,
+    /// Active random walk length for forward-joins and shuffles. Default 6: from the paper.
+    pub active_walk_length: u16,
+    /// Passive random walk length: where a forward-join walk adds the joiner to the passive
+    /// view. Default 3: from the paper.
+    pub passive_walk_length: u16,
+    /// How many of the contact's neighbors a join walks out to. Default 4: the paper sends one
+    /// walk per active neighbor; capping it at `active_ideal - 1` keeps a join from evicting
+    /// more links than it creates (a guess, checked by simulation).
+    pub join_walks: usize,
+    /// How long to wait for a join or neighbor request to be answered before trying another
+    /// candidate. Default 1 s: a guess, well above a QUIC handshake plus a round trip on the
+    /// internet and below the 3 s it takes QUIC to give up on a dead address.
+    pub request_timeout: Duration,
+    /// How often a node below `active_ideal` tries one more passive peer. Default 1 s: a guess.
+    pub fill_interval: Duration,
+    /// Shuffle period. Default 30 s, with ±50% jitter: iroh-gossip uses 60 s; halved because
+    /// the passive view is our repair pool after a mass failure (a guess).
+    pub shuffle_interval: Duration,
+    /// Active-view entries sent in a shuffle. Default 3: from the paper.
+    pub shuffle_active: usize,
+    /// Passive-view entries sent in a shuffle. Default 4: from the paper.
+    pub shuffle_passive: usize,
+    /// Referrals sent with a refusal or a welcome. Default 10: WCF sent up to 10.
+    pub referrals: usize,
+    /// When a node has no neighbor it asks the driver for contacts, at first after this delay
+    /// and then with exponential backoff up to `contacts_backoff_max`. Default 1 s: a guess.
+    pub contacts_backoff_min: Duration,
+    /// The longest wait between two requests for contacts while isolated. Default 30 s: a
+    /// guess; the lone first member of a mesh asks at this pace.
+    pub contacts_backoff_max: Duration,
+    /// How many contacts to ask the driver for. Default 8: a guess.
+    pub contacts_wanted: usize,
+    /// How many join requests an isolated node sends at once. Default 3: from simulation
+    /// (`churn-1000 --kill-fraction 0.8`), where one at a time often chose dead peers and
+    /// waited out their timeouts in turn.
+    pub isolated_parallel: usize,
+}
+
+impl Default for MembershipConfig {
+    fn default() -> Self {
+        Self {
+            active_min: 3,
+            active_ideal: 5,
+            active_max: 8,
+            passive_capacity: 30,
+            active_walk_length: 6,
+            passive_walk_length: 3,
+            join_walks: 4,
+            request_timeout: Duration::from_secs(1),
+            fill_interval: Duration::from_secs(1),
+            shuffle_interval: Duration::from_secs(30),
+            shuffle_active: 3,
+            shuffle_passive: 4,
+            referrals: 10,
+            contacts_backoff_min: Duration::from_secs(1),
+            contacts_backoff_max: Duration::from_secs(30),
+            contacts_wanted: 8,
+            isolated_parallel: 3,
+        }
+    }
+}
+
+/// How messages travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum BroadcastMode {
+    /// Plumtree: eager push along a spanning tree that follows the fastest links, lazy push of
+    /// message ids on the other links. Near one copy per node per message.
+    #[default]
+    Plumtree,
+    /// Every node sends every message to every neighbor but the one it came from. Roughly
+    /// `degree - 1` copies per node per message; kept for comparison and for tiny meshes.
+    Flood,
+}
+
+/// Message dissemination.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct BroadcastConfig {
+    /// Plumtree or flood.
+    pub mode: BroadcastMode,
+    /// How long lazy announcements (`IHave`) wait to be batched. Default 5 ms: a guess, short
+    /// against graft timeouts and link latencies, long enough to batch bursts.
+    pub ihave_delay: Duration,
+    /// The most ids in one `IHave` batch; a peer that sends more is misbehaving. Default 256.
+    pub max_ihave_batch: usize,
+    /// Wait after the first announcement of a missing message before grafting. Default 80 ms:
+    /// from iroh-gossip, kept after simulation (`single-1000`): shorter timeouts grafted
+    /// messages that were still on their way down the tree, raising redundancy.
+    pub graft_timeout_1: Duration,
+    /// Wait between further grafts for the same message. Default 40 ms: from iroh-gossip.
+    pub graft_timeout_2: Duration,
+    /// Plumtree's optimisation: when a lazy link announces a message this many hops earlier
+    /// than the eager copy came, swap the two links. Default 4: from simulation
+    /// (`single-1000`); the paper suggests a small threshold, iroh-gossip uses 7.
+    pub optimization_threshold: u16,
+    /// How long message ids are remembered to drop duplicates. Default 2 min: a guess, well
+    /// above the time a message takes to cross a mesh and the partition-probe window.
+    pub seen_retention: Duration,
+    /// The most message ids remembered. Default 65,536 (about 6 MiB at most).
+    pub seen_capacity: usize,
+    /// How long message payloads are kept to answer grafts and catch-up. Default 30 s: from
+    /// iroh-gossip's message cache.
+    pub store_retention: Duration,
+    /// The most payload bytes kept for grafts and catch-up. Default 4 MiB: a guess.
+    pub store_bytes: usize,
+}
+
+impl Default for BroadcastConfig {
+    fn default() -> Self {
+        Self {
+            mode: BroadcastMode::Plumtree,
+            ihave_delay: Duration::from_millis(5),
+            max_ihave_batch: 256,
+            graft_timeout_1: Duration::from_millis(80),
+            graft_timeout_2: Duration::from_millis(40),
+            optimization_threshold: 4,
+            seen_retention: Duration::from_secs(120),
+            seen_capacity: 65_536,
+            store_retention: Duration::from_secs(30),
+            store_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// Behaviour of a mesh above membership and broadcast.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct MeshConfig {
+    /// Messages published while the node has no neighbor wait in a queue of this many
+    /// messages; when it is full, publishing fails with [`crate::BroadcastError::OfflineQueueFull`].
+    /// Default 128: a guess.
+    pub offline_queue_messages: usize,
+    /// The same queue's bound in payload bytes. Default 1 MiB: a guess.
+    pub offline_queue_bytes: usize,
+    /// When a link comes up, each side announces up to this many of its most recent messages
+    /// (still in the store) so the other can fetch what it missed: catch-up for late joiners
+    /// and for nodes that were cut off. 0 turns catch-up off. Default 64: a guess.
+    pub catch_up_messages: usize,
+    /// Only messages younger than this are announced on catch-up. Default 30 s: the store
+    /// retention.
+    pub catch_up_window: Duration,
+    /// Partition repair: how often a node asks the driver for a contact outside its views and
+    /// compares recent message ids with it, with ±50% jitter. `None` turns probing off.
+    /// Default 60 s: from simulation (`partition-1000`): across a mesh of N nodes a probe
+    /// happens every 60/N s, so two halves of a large mesh meet within a second of the heal.
+    pub probe_interval: Option<Duration>,
+    /// Messages younger than this are not used as evidence of a split: they may still be in
+    /// flight. Default 2 s: a guess, several times the time a message takes to cross a mesh.
+    pub probe_grace: Duration,
+    /// The most recent ids compared in one probe. Default 8: a guess.
+    pub probe_ids: usize,
+    /// A quiet mesh sends a tiny heartbeat broadcast after this long without any message (plus
+    /// a random delay up to the same again, so that one node usually speaks for all). Probes
+    /// compare these ids, so two halves of a quiet mesh can still tell they are apart.
+    /// `None` turns heartbeats off. Default 30 s: a guess; a 1,000-node quiet mesh sends a few
+    /// tiny messages per period.
+    pub heartbeat_interval: Option<Duration>,
+}
+
+impl Default for MeshConfig {
+    fn default() -> Self {
+        Self {
+            offline_queue_messages: 128,
+            offline_queue_bytes: 1024 * 1024,
+            catch_up_messages: 64,
+            catch_up_window: Duration::from_secs(30),
+            probe_interval: Some(Duration::from_secs(60)),
+            probe_grace: Duration::from_secs(2),
+            probe_ids: 8,
+            heartbeat_interval: Some(Duration::from_secs(30)),
+        }
+    }
+}

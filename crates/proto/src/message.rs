@@ -1,0 +1,243 @@
+//! Every message the mesh protocol puts on the wire.
+//!
+//! Kept in one module so the wire format can be read and reviewed in one place. Encoding is
+//! postcard (see [`crate::wire`] for framing). Compatibility rule: never remove or reorder a
+//! field or variant; add variants at the end, and add fields only together with a new
+//! [`crate::wire::WIRE_VERSION`] that older decoders reject cleanly.
+
+use bytes::Bytes;
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::id::{MeshId, MessageId};
+
+/// The largest [`PeerData`] accepted, in bytes.
+pub const MAX_PEER_DATA_LEN: usize = 512;
+
+/// Opaque addressing data for a peer, as the driver encodes it (the runtime puts socket
+/// addresses here). The core stores and forwards it without looking inside.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct PeerData(Bytes);
+
+impl PeerData {
+    /// Wraps driver data; `None` if it is longer than [`MAX_PEER_DATA_LEN`].
+    pub fn new(data: impl Into<Bytes>) -> Option<Self> {
+        let data = data.into();
+        (data.len() <= MAX_PEER_DATA_LEN).then_some(Self(data))
+    }
+
+    /// The raw bytes.
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for PeerData {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let data = Bytes::deserialize(deserializer)?;
+        PeerData::new(data).ok_or_else(|| serde::de::Error::custom("peer data too long"))
+    }
+}
+
+/// A peer and, when known, how to reach it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerInfo<PI> {
+    /// The peer's identity.
+    pub id: PI,
+    /// Its addressing data, if known.
+    pub data: Option<PeerData>,
+}
+
+impl<PI> PeerInfo<PI> {
+    /// A peer without addressing data.
+    pub fn new(id: PI) -> Self {
+        Self { id, data: None }
+    }
+}
+
+/// One protocol message, addressed to a mesh.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message<PI> {
+    /// The mesh it belongs to.
+    pub mesh: MeshId,
+    /// What it says.
+    pub body: MeshMessage<PI>,
+}
+
+/// The messages of one mesh.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MeshMessage<PI> {
+    /// Neighbor management.
+    Membership(MembershipMessage<PI>),
+    /// Message dissemination.
+    Broadcast(BroadcastMessage<PI>),
+    /// Partition repair: "here are the messages I have seen lately".
+    Probe(Probe<PI>),
+    /// The answer to a probe, with the answerer's recent messages.
+    ProbeReply(Probe<PI>),
+}
+
+/// HyParView's messages.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MembershipMessage<PI> {
+    /// "I want to join the mesh through you." Sent to a contact by a node with no neighbor.
+    Join {
+        /// The joiner's addressing data.
+        data: Option<PeerData>,
+    },
+    /// The contact's answer to a join. Referrals fill the joiner's passive view either way.
+    JoinReply {
+        /// Whether the contact took the joiner as a neighbor.
+        accepted: bool,
+        /// Other members the joiner may try.
+        referrals: Vec<PeerInfo<PI>>,
+    },
+    /// A random walk announcing a joiner; where it ends, that node offers the joiner a link.
+    ForwardJoin {
+        /// The node that joined.
+        joiner: PeerInfo<PI>,
+        /// Hops left.
+        ttl: u16,
+    },
+    /// "Be my neighbor."
+    Neighbor {
+        /// High when the sender has no neighbor at all: then the request is never refused.
+        priority: Priority,
+        /// The sender's addressing data.
+        data: Option<PeerData>,
+    },
+    /// The answer to [`MembershipMessage::Neighbor`].
+    NeighborReply {
+        /// Whether the link is now up.
+        accepted: bool,
+        /// Other members to try, when refused.
+        referrals: Vec<PeerInfo<PI>>,
+    },
+    /// "I am dropping our link", and why.
+    Disconnect {
+        /// Why.
+        reason: DisconnectReason,
+    },
+    /// A shuffle walk carrying a sample of the origin's views.
+    Shuffle {
+        /// The node that started the shuffle; the reply goes straight to it.
+        origin: PeerInfo<PI>,
+        /// Hops left.
+        ttl: u16,
+        /// The sample.
+        nodes: Vec<PeerInfo<PI>>,
+    },
+    /// The answer to a shuffle: a sample of the answerer's passive view.
+    ShuffleReply {
+        /// The sample.
+        nodes: Vec<PeerInfo<PI>>,
+    },
+}
+
+/// How urgently a node asks for a neighbor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Priority {
+    /// Accepted only if the receiver has room.
+    Low,
+    /// Always accepted, evicting a random neighbor if the receiver is full: the sender has
+    /// no neighbor, or is merging two halves of a split mesh.
+    High,
+}
+
+/// Why a link was dropped. Carried in [`MembershipMessage::Disconnect`] and reported to the
+/// application with neighbor-down events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum DisconnectReason {
+    /// The peer left the mesh.
+    Leaving,
+    /// The peer made room for another neighbor; it is still a member.
+    Evicted,
+    /// The peer is not a member of this mesh.
+    NotMember,
+    /// The link could not keep up and was dropped.
+    Slow,
+    /// The peer broke the protocol or a limit.
+    Misbehaving,
+    /// The link failed (timeout or connection loss) without a goodbye. Never sent; reported
+    /// locally.
+    LinkLost,
+}
+
+impl DisconnectReason {
+    /// Whether the peer is still a member after this disconnect (and may be kept in the passive
+    /// view for later repair).
+    pub fn peer_stays(self) -> bool {
+        matches!(self, Self::Evicted | Self::Slow)
+    }
+}
+
+/// Plumtree's messages.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BroadcastMessage<PI> {
+    /// A message, pushed eagerly.
+    Gossip(Gossip<PI>),
+    /// Lazy push: ids of messages the sender has, batched.
+    IHave(Vec<Announcement<PI>>),
+    /// "Send me this message, and push eagerly to me from now on."
+    Graft {
+        /// The message wanted; `None` only turns the link eager.
+        id: Option<MessageId<PI>>,
+    },
+    /// "I got that already: announce lazily to me from now on."
+    Prune,
+}
+
+/// A broadcast message in flight.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gossip<PI> {
+    /// Origin and sequence number.
+    pub id: MessageId<PI>,
+    /// Links travelled so far, counting the one it arrives on (1 at the origin's neighbors).
+    pub hops: u16,
+    /// The most links it may travel (1 = the origin's neighbors only); `None` for no limit.
+    /// A hop-limited message is flooded within its limit, since the broadcast tree does not
+    /// follow hop distances.
+    pub hop_limit: Option<u16>,
+    /// Application data or the mesh's own heartbeat.
+    pub kind: GossipKind,
+    /// The application payload (opaque to the core).
+    pub payload: Bytes,
+}
+
+/// What a gossip message carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GossipKind {
+    /// Application data: delivered.
+    App,
+    /// A quiet mesh's heartbeat: never delivered; its id serves partition detection.
+    Heartbeat,
+}
+
+/// One id in a lazy push.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Announcement<PI> {
+    /// The message.
+    pub id: MessageId<PI>,
+    /// Its hop count at the announcer.
+    pub hops: u16,
+    /// Sent because the link just came up (catch-up), not because the message just arrived.
+    pub catch_up: bool,
+}
+
+/// Partition repair: the most recent message ids a node has seen.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Probe<PI> {
+    /// Recent ids, each with how long ago the sender saw it.
+    pub recent: Vec<RecentId<PI>>,
+    /// The sender's addressing data.
+    pub data: Option<PeerData>,
+}
+
+/// A message id and its age at the sender.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecentId<PI> {
+    /// The message.
+    pub id: MessageId<PI>,
+    /// Milliseconds since the sender first saw it.
+    pub age_ms: u32,
+}

@@ -1,0 +1,457 @@
+//! The node: every mesh it is in, routed by mesh id, behind one drive contract.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Instant;
+
+use bytes::Bytes;
+use rand::Rng;
+
+use crate::broadcast::Delivery;
+use crate::config::Config;
+use crate::id::{MeshId, MessageId, PeerIdentity};
+use crate::mesh::{
+    BroadcastError, BroadcastOptions, BroadcastStatus, Filter, Mesh, MeshEvent, MeshOut, MeshStats,
+};
+use crate::message::{
+    DisconnectReason, MembershipMessage, MeshMessage, Message, PeerData, PeerInfo,
+};
+
+/// An input from the driver.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum InEvent<PI> {
+    /// A message arrived from a peer over an authenticated link.
+    Message {
+        /// The peer it came from, as the link authenticated it (never taken from the message).
+        from: PI,
+        /// The message.
+        message: Message<PI>,
+    },
+    /// The link to a peer is gone: closed by the peer, timed out (the QUIC idle timeout), or a
+    /// dial that failed. Messages sent to it since may be lost.
+    PeerDisconnected {
+        /// The peer.
+        peer: PI,
+    },
+    /// Contacts for a mesh, in answer to [`OutEvent::WantContacts`] (or unasked).
+    Contacts {
+        /// The mesh.
+        mesh: MeshId,
+        /// Members the resolver knows of.
+        contacts: Vec<PeerInfo<PI>>,
+    },
+    /// The link to a peer cannot keep up (its send queue is full): stop pushing to it eagerly
+    /// in every mesh.
+    PeerSlow {
+        /// The peer.
+        peer: PI,
+    },
+}
+
+/// An output for the driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OutEvent<PI> {
+    /// Send a message to a peer, dialing it first if there is no link (using the latest
+    /// [`OutEvent::PeerData`] for it). If the dial fails, report
+    /// [`InEvent::PeerDisconnected`].
+    SendMessage {
+        /// The peer.
+        to: PI,
+        /// The message.
+        message: Message<PI>,
+    },
+    /// No mesh needs the link to this peer any more: close it once queued messages are sent.
+    /// A later [`OutEvent::SendMessage`] to the same peer opens a new one.
+    DisconnectPeer {
+        /// The peer.
+        peer: PI,
+    },
+    /// How to reach a peer (its addresses, as the driver encoded them).
+    PeerData {
+        /// The peer.
+        peer: PI,
+        /// Its data.
+        data: PeerData,
+    },
+    /// The mesh needs members to connect to: ask the resolver for up to `count` and answer
+    /// with [`InEvent::Contacts`].
+    WantContacts {
+        /// The mesh.
+        mesh: MeshId,
+        /// How many.
+        count: usize,
+    },
+    /// A message for the application.
+    Deliver {
+        /// The mesh.
+        mesh: MeshId,
+        /// The message.
+        delivery: Delivery<PI>,
+    },
+    /// Something happened to a mesh.
+    Event {
+        /// The mesh.
+        mesh: MeshId,
+        /// What.
+        event: MeshEvent<PI>,
+    },
+}
+
+/// Why joining failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum JoinError {
+    /// The node is already in this mesh. Use the existing membership, or leave first.
+    #[error("already a member of mesh `{0}`")]
+    AlreadyJoined(MeshId),
+}
+
+/// Why an operation on a mesh failed because the node is not in it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a member of mesh `{0}`")]
+pub struct NotJoined(pub MeshId);
+
+/// A node's counters, for metrics and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NodeStats {
+    /// Messages for meshes this node is not in.
+    pub unknown_mesh: u64,
+}
+
+/// The protocol state of one node: every mesh it is in.
+///
+/// # The drive contract
+///
+/// `State` does no I/O, reads no clock and draws no OS randomness: the driver (the network
+/// runtime, the simulator, a test) feeds it inputs and carries out its outputs.
+///
+/// - **Inputs** are [`State::handle`] (messages, lost links, contacts), the commands
+///   ([`State::join`], [`State::leave`], [`State::broadcast`]), and [`State::handle_timeout`].
+///   Each takes `now`; time only moves forward (an earlier `now` than before is treated as
+///   the latest one seen, never as going back).
+/// - **Outputs** are drained with [`State::poll_event`] after every input, until it returns
+///   `None`. Carry them out in order: a [`OutEvent::PeerData`] precedes the first
+///   [`OutEvent::SendMessage`] that needs it, and messages to one peer must stay in order.
+/// - **Timers**: after draining, [`State::poll_timeout`] gives the next instant at which
+///   [`State::handle_timeout`] must be called. Calling it early, late or twice is harmless:
+///   it acts on what is due.
+/// - **Failure detection** is the driver's: the core learns that a peer died only from
+///   [`InEvent::PeerDisconnected`], which on the network comes after the QUIC idle timeout.
+///   The core never assumes instant notice; it repairs when told.
+///
+/// ```
+/// use std::time::Instant;
+/// use rand::SeedableRng;
+/// use peerchannel_proto::{Config, MeshId, OutEvent, PeerInfo, State};
+///
+/// let now = Instant::now();
+/// let mesh = MeshId::new("soccerpals").unwrap();
+/// let rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+/// let mut node = State::new(1u32, None, rng);
+/// node.join(mesh.clone(), Config::default(), vec![PeerInfo::new(2)], now).unwrap();
+/// // The node asks to join through its contact: the driver sends that message to peer 2.
+/// let mut sends = 0;
+/// while let Some(event) = node.poll_event() {
+///     if let OutEvent::SendMessage { to, .. } = event {
+///         assert_eq!(to, 2);
+///         sends += 1;
+///     }
+/// }
+/// assert_eq!(sends, 1);
+/// assert!(node.poll_timeout().is_some());
+/// ```
+pub struct State<PI, R> {
+    me: PI,
+    my_data: Option<PeerData>,
+    rng: R,
+    meshes: BTreeMap<MeshId, Mesh<PI>>,
+    out: VecDeque<OutEvent<PI>>,
+    scratch: Vec<MeshOut<PI>>,
+    latest: Option<Instant>,
+    stats: NodeStats,
+}
+
+impl<PI: PeerIdentity, R: Rng> State<PI, R> {
+    /// A node with identity `me`, reachable as `my_data` says, drawing randomness from `rng`.
+    pub fn new(me: PI, my_data: Option<PeerData>, rng: R) -> Self {
+        Self {
+            me,
+            my_data,
+            rng,
+            meshes: BTreeMap::new(),
+            out: VecDeque::new(),
+            scratch: Vec::new(),
+            latest: None,
+            stats: NodeStats::default(),
+        }
+    }
+
+    /// This node's identity.
+    pub fn me(&self) -> &PI {
+        &self.me
+    }
+
+    /// Changes how this node is reached (its addresses changed); sent with later requests.
+    pub fn set_my_data(&mut self, data: Option<PeerData>) {
+        self.my_data = data.clone();
+        for mesh in self.meshes.values_mut() {
+            mesh.set_my_data(data.clone());
+        }
+    }
+
+    /// Joins a mesh through the given contacts; with none, the node asks for contacts with
+    /// [`OutEvent::WantContacts`].
+    pub fn join(
+        &mut self,
+        mesh: MeshId,
+        config: Config,
+        contacts: Vec<PeerInfo<PI>>,
+        now: Instant,
+    ) -> Result<(), JoinError> {
+        let now = self.clock(now);
+        if self.meshes.contains_key(&mesh) {
+            return Err(JoinError::AlreadyJoined(mesh));
+        }
+        let mut state = Mesh::new(self.me, self.my_data.clone(), config, now, &mut self.rng);
+        state.join(contacts, now, &mut self.rng, &mut self.scratch);
+        self.meshes.insert(mesh.clone(), state);
+        self.flush(&mesh);
+        Ok(())
+    }
+
+    /// Leaves a mesh, saying goodbye to its neighbors. Returns how many messages were still in
+    /// the offline queue and will never be sent.
+    pub fn leave(&mut self, mesh: &MeshId, now: Instant) -> Result<usize, NotJoined> {
+        let now = self.clock(now);
+        let mut state = self
+            .meshes
+            .remove(mesh)
+            .ok_or_else(|| NotJoined(mesh.clone()))?;
+        let unsent = state.leave(now, &mut self.scratch);
+        self.flush(mesh);
+        Ok(unsent)
+    }
+
+    /// Sends a message to every member of a mesh.
+    ///
+    /// While the node has no neighbor the message waits in a bounded offline queue
+    /// ([`BroadcastStatus::Queued`]); when the queue is full, the call fails and nothing is
+    /// queued. The origin does not receive its own message.
+    pub fn broadcast(
+        &mut self,
+        mesh: &MeshId,
+        payload: Bytes,
+        options: BroadcastOptions,
+        now: Instant,
+    ) -> Result<(MessageId<PI>, BroadcastStatus), BroadcastError> {
+        self.broadcast_with(mesh, options, now, move |_| payload)
+    }
+
+    /// Like [`State::broadcast`], building the payload from the message's id (for example to
+    /// sign the id together with the content).
+    pub fn broadcast_with(
+        &mut self,
+        mesh: &MeshId,
+        options: BroadcastOptions,
+        now: Instant,
+        payload: impl FnOnce(MessageId<PI>) -> Bytes,
+    ) -> Result<(MessageId<PI>, BroadcastStatus), BroadcastError> {
+        let now = self.clock(now);
+        let state = self.meshes.get_mut(mesh).ok_or(BroadcastError::NotJoined)?;
+        let result = state.broadcast(payload, options, now, &mut self.scratch);
+        self.flush(mesh);
+        result
+    }
+
+    /// Installs (or with `None` removes) a mesh's propagation filter, consulted for each new
+    /// application message before it is delivered or passed on.
+    pub fn set_filter(
+        &mut self,
+        mesh: &MeshId,
+        filter: Option<Filter<PI>>,
+    ) -> Result<(), NotJoined> {
+        let state = self
+            .meshes
+            .get_mut(mesh)
+            .ok_or_else(|| NotJoined(mesh.clone()))?;
+        state.set_filter(filter);
+        Ok(())
+    }
+
+    /// Handles one input from the driver.
+    pub fn handle(&mut self, event: InEvent<PI>, now: Instant) {
+        let now = self.clock(now);
+        match event {
+            InEvent::Message { from, message } => self.on_message(from, message, now),
+            InEvent::PeerDisconnected { peer } => {
+                let meshes: Vec<MeshId> = self.meshes.keys().cloned().collect();
+                for id in meshes {
+                    if let Some(state) = self.meshes.get_mut(&id) {
+                        state.peer_disconnected(peer, now, &mut self.rng, &mut self.scratch);
+                    }
+                    self.flush(&id);
+                }
+            }
+            InEvent::Contacts { mesh, contacts } => {
+                if let Some(state) = self.meshes.get_mut(&mesh) {
+                    state.contacts(contacts, now, &mut self.rng, &mut self.scratch);
+                    self.flush(&mesh);
+                }
+            }
+            InEvent::PeerSlow { peer } => {
+                let meshes: Vec<MeshId> = self.meshes.keys().cloned().collect();
+                for id in meshes {
+                    if let Some(state) = self.meshes.get_mut(&id) {
+                        state.peer_slow(peer, now, &mut self.scratch);
+                    }
+                    self.flush(&id);
+                }
+            }
+        }
+    }
+
+    /// The next instant [`State::handle_timeout`] must be called at, if any.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.meshes.values().filter_map(|m| m.poll_timeout()).min()
+    }
+
+    /// Acts on every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let now = self.clock(now);
+        let due: Vec<MeshId> = self
+            .meshes
+            .iter()
+            .filter(|(_, m)| m.poll_timeout().is_some_and(|t| t <= now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in due {
+            if let Some(state) = self.meshes.get_mut(&id) {
+                state.handle_timeout(now, &mut self.rng, &mut self.scratch);
+            }
+            self.flush(&id);
+        }
+    }
+
+    /// The next output, if any. Drain until `None` after every input.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<OutEvent<PI>> {
+        self.out.pop_front()
+    }
+
+    /// The meshes this node is in.
+    pub fn meshes(&self) -> impl Iterator<Item = &MeshId> {
+        self.meshes.keys()
+    }
+
+    /// A mesh's neighbors (its active view).
+    pub fn neighbors(&self, mesh: &MeshId) -> Option<&[PI]> {
+        self.meshes.get(mesh).map(|m| m.neighbors())
+    }
+
+    /// A mesh's passive view: members known for repair.
+    pub fn passive(&self, mesh: &MeshId) -> Option<&[PI]> {
+        self.meshes.get(mesh).map(|m| m.passive())
+    }
+
+    /// The neighbors a mesh pushes messages to eagerly (its part of the broadcast tree).
+    pub fn eager_peers(&self, mesh: &MeshId) -> Option<Vec<PI>> {
+        self.meshes.get(mesh).map(|m| m.eager().copied().collect())
+    }
+
+    /// Whether a mesh has at least one neighbor.
+    pub fn is_online(&self, mesh: &MeshId) -> bool {
+        self.meshes.get(mesh).is_some_and(|m| m.is_online())
+    }
+
+    /// A mesh's counters.
+    pub fn mesh_stats(&self, mesh: &MeshId) -> Option<MeshStats> {
+        self.meshes.get(mesh).map(|m| m.stats())
+    }
+
+    /// The node's own counters.
+    pub fn stats(&self) -> &NodeStats {
+        &self.stats
+    }
+
+    fn clock(&mut self, now: Instant) -> Instant {
+        let now = self.latest.map_or(now, |latest| latest.max(now));
+        self.latest = Some(now);
+        now
+    }
+
+    fn on_message(&mut self, from: PI, message: Message<PI>, now: Instant) {
+        let Message { mesh, body } = message;
+        if let Some(state) = self.meshes.get_mut(&mesh) {
+            state.handle_message(from, body, now, &mut self.rng, &mut self.scratch);
+            self.flush(&mesh);
+            return;
+        }
+        self.stats.unknown_mesh += 1;
+        // A request for a mesh we are not in gets a quick "not a member" so the asker moves on
+        // at once instead of waiting out its timeout (resolvers can be a minute out of date).
+        let asks = matches!(
+            body,
+            MeshMessage::Membership(
+                MembershipMessage::Join { .. }
+                    | MembershipMessage::Neighbor { .. }
+                    | MembershipMessage::Shuffle { .. }
+            ) | MeshMessage::Probe(_)
+        );
+        if asks {
+            let body = MeshMessage::Membership(MembershipMessage::Disconnect {
+                reason: DisconnectReason::NotMember,
+            });
+            self.out.push_back(OutEvent::SendMessage {
+                to: from,
+                message: Message { mesh, body },
+            });
+        }
+    }
+
+    /// Moves a mesh's outputs to the node's queue.
+    fn flush(&mut self, mesh: &MeshId) {
+        for o in std::mem::take(&mut self.scratch) {
+            let event = match o {
+                MeshOut::Send(to, body) => OutEvent::SendMessage {
+                    to,
+                    message: Message {
+                        mesh: mesh.clone(),
+                        body,
+                    },
+                },
+                MeshOut::PeerData(peer, data) => OutEvent::PeerData { peer, data },
+                MeshOut::WantContacts(count) => OutEvent::WantContacts {
+                    mesh: mesh.clone(),
+                    count,
+                },
+                MeshOut::Release(peer) => {
+                    if self.meshes.values().any(|m| m.uses(&peer)) {
+                        continue;
+                    }
+                    OutEvent::DisconnectPeer { peer }
+                }
+                MeshOut::Event(event) => OutEvent::Event {
+                    mesh: mesh.clone(),
+                    event,
+                },
+                MeshOut::Deliver(delivery) => OutEvent::Deliver {
+                    mesh: mesh.clone(),
+                    delivery,
+                },
+            };
+            self.out.push_back(event);
+        }
+    }
+}
+
+impl<PI: PeerIdentity, R> std::fmt::Debug for State<PI, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("me", &self.me)
+            .field("meshes", &self.meshes.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}

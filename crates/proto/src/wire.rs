@@ -1,0 +1,232 @@
+//! Framing: how messages are cut out of a byte stream.
+//!
+//! A frame is a 4-byte little-endian length, then that many bytes: one version byte and the
+//! postcard encoding of the message. The length is checked against the receiver's maximum
+//! before anything is allocated, so a peer cannot make a node reserve memory by announcing a
+//! large frame. Every decoding error is an [`FrameError`]; nothing here panics on input.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// The wire version written in every frame. Bumped whenever a message gains a field.
+pub const WIRE_VERSION: u8 = 1;
+
+/// Bytes before the frame body: the length prefix.
+pub const LEN_PREFIX: usize = 4;
+
+/// The default largest frame: a 64 KiB payload plus room for the envelope.
+pub const DEFAULT_MAX_FRAME: usize = 64 * 1024 + 4 * 1024;
+
+/// Why a frame could not be read or written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// The peer announced a frame larger than this node accepts. The peer is misbehaving or
+    /// configured with a larger maximum message size.
+    #[error("frame of {len} bytes exceeds the maximum of {max}")]
+    TooLarge {
+        /// The announced length.
+        len: usize,
+        /// The maximum accepted.
+        max: usize,
+    },
+    /// A frame with no version byte.
+    #[error("empty frame")]
+    Empty,
+    /// The peer speaks another wire version.
+    #[error("unsupported wire version {0} (this node speaks {WIRE_VERSION})")]
+    Version(u8),
+    /// The body is not a valid message.
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+    /// A message could not be encoded (only for types that cannot be serialized).
+    #[error("could not encode message: {0}")]
+    Encode(String),
+}
+
+/// Appends one frame holding `message` to `out`, checking it against `max_frame`.
+///
+/// On error `out` is left as it was.
+pub fn encode_frame<T: Serialize>(
+    message: &T,
+    max_frame: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), FrameError> {
+    let start = out.len();
+    out.extend_from_slice(&[0; LEN_PREFIX]);
+    out.push(WIRE_VERSION);
+    let encoded = postcard::to_extend(message, std::mem::take(out));
+    *out = match encoded {
+        Ok(buf) => buf,
+        Err(e) => return Err(FrameError::Encode(e.to_string())),
+    };
+    let len = out.len() - start - LEN_PREFIX;
+    if len > max_frame {
+        out.truncate(start);
+        return Err(FrameError::TooLarge {
+            len,
+            max: max_frame,
+        });
+    }
+    // `len <= max_frame`, and callers keep `max_frame` far below 4 GiB.
+    let prefix = u32::try_from(len).map_err(|_| FrameError::TooLarge {
+        len,
+        max: max_frame,
+    })?;
+    out[start..start + LEN_PREFIX].copy_from_slice(&prefix.to_le_bytes());
+    Ok(())
+}
+
+/// Reads a length prefix and checks it: the number of body bytes that follow.
+pub fn frame_len(prefix: [u8; LEN_PREFIX], max_frame: usize) -> Result<usize, FrameError> {
+    let len = u32::from_le_bytes(prefix) as usize;
+    if len > max_frame {
+        return Err(FrameError::TooLarge {
+            len,
+            max: max_frame,
+        });
+    }
+    if len == 0 {
+        return Err(FrameError::Empty);
+    }
+    Ok(len)
+}
+
+/// Decodes a frame body (version byte and message), as [`frame_len`] delimited it.
+pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
+    let (&version, rest) = body.split_first().ok_or(FrameError::Empty)?;
+    if version != WIRE_VERSION {
+        return Err(FrameError::Version(version));
+    }
+    let (message, trailing) =
+        postcard::take_from_bytes(rest).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    if !trailing.is_empty() {
+        return Err(FrameError::Malformed(format!(
+            "{} trailing bytes",
+            trailing.len()
+        )));
+    }
+    Ok(message)
+}
+
+/// Cuts the next whole frame off the front of `buf`: `Ok(None)` when more bytes are needed,
+/// otherwise the message and the number of bytes it used.
+pub fn decode_frame<T: DeserializeOwned>(
+    buf: &[u8],
+    max_frame: usize,
+) -> Result<Option<(T, usize)>, FrameError> {
+    let Some(prefix) = buf.get(..LEN_PREFIX) else {
+        return Ok(None);
+    };
+    let mut p = [0; LEN_PREFIX];
+    p.copy_from_slice(prefix);
+    let len = frame_len(p, max_frame)?;
+    let Some(body) = buf.get(LEN_PREFIX..LEN_PREFIX + len) else {
+        return Ok(None);
+    };
+    Ok(Some((decode_body(body)?, LEN_PREFIX + len)))
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::id::{MeshId, MessageId};
+    use crate::message::*;
+
+    fn gossip(len: usize) -> Message<u32> {
+        Message {
+            mesh: MeshId::new("soccerpals").unwrap(),
+            body: MeshMessage::Broadcast(BroadcastMessage::Gossip(Gossip {
+                id: MessageId { origin: 7, seq: 1 },
+                hops: 1,
+                hop_limit: None,
+                kind: GossipKind::App,
+                payload: Bytes::from(vec![0xab; len]),
+            })),
+        }
+    }
+
+    #[test]
+    fn frames_round_trip_back_to_back() {
+        let mut buf = Vec::new();
+        encode_frame(&gossip(10), 1024, &mut buf).unwrap();
+        encode_frame(&gossip(20), 1024, &mut buf).unwrap();
+        let (a, used) = decode_frame::<Message<u32>>(&buf, 1024).unwrap().unwrap();
+        assert_eq!(a, gossip(10));
+        let (b, used2) = decode_frame::<Message<u32>>(&buf[used..], 1024)
+            .unwrap()
+            .unwrap();
+        assert_eq!(b, gossip(20));
+        assert_eq!(used + used2, buf.len());
+    }
+
+    #[test]
+    fn partial_frames_ask_for_more() {
+        let mut buf = Vec::new();
+        encode_frame(&gossip(10), 1024, &mut buf).unwrap();
+        for cut in 0..buf.len() {
+            assert_eq!(
+                decode_frame::<Message<u32>>(&buf[..cut], 1024),
+                Ok(None),
+                "cut {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn oversized_frames_are_refused_before_reading_the_body() {
+        let mut buf = Vec::new();
+        assert!(matches!(
+            encode_frame(&gossip(2000), 1024, &mut buf),
+            Err(FrameError::TooLarge { .. })
+        ));
+        assert!(
+            buf.is_empty(),
+            "a failed encode leaves the buffer as it was"
+        );
+        // A prefix alone announcing 1 GiB is refused without the body being present.
+        let prefix = (1u32 << 30).to_le_bytes();
+        assert_eq!(
+            decode_frame::<Message<u32>>(&prefix, 1024),
+            Err(FrameError::TooLarge {
+                len: 1 << 30,
+                max: 1024
+            })
+        );
+    }
+
+    #[test]
+    fn bad_versions_and_garbage_are_errors() {
+        let mut buf = Vec::new();
+        encode_frame(&gossip(1), 1024, &mut buf).unwrap();
+        buf[LEN_PREFIX] = 9;
+        assert_eq!(
+            decode_frame::<Message<u32>>(&buf, 1024),
+            Err(FrameError::Version(9))
+        );
+        let garbage = [3, 0, 0, 0, WIRE_VERSION, 0xff, 0xff];
+        assert!(matches!(
+            decode_frame::<Message<u32>>(&garbage, 1024),
+            Err(FrameError::Malformed(_))
+        ));
+        assert_eq!(
+            decode_frame::<Message<u32>>(&[0, 0, 0, 0], 1024),
+            Err(FrameError::Empty)
+        );
+    }
+
+    #[test]
+    fn trailing_bytes_inside_a_frame_are_malformed() {
+        let mut buf = Vec::new();
+        encode_frame(&gossip(1), 1024, &mut buf).unwrap();
+        buf.push(0);
+        let len = (buf.len() - LEN_PREFIX) as u32;
+        buf[..LEN_PREFIX].copy_from_slice(&len.to_le_bytes());
+        assert!(matches!(
+            decode_frame::<Message<u32>>(&buf, 1024),
+            Err(FrameError::Malformed(_))
+        ));
+    }
+}
