@@ -24,6 +24,9 @@ use crate::registry::{Registry, RegistryError};
 /// The route label of requests that matched no route.
 const UNMATCHED_ROUTE: &str = "unmatched";
 
+/// The most characters of a request's path quoted back in an error message.
+const MAX_ECHOED_CHARS: usize = 80;
+
 /// Everything the handlers share.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -144,6 +147,8 @@ impl ApiError {
     }
 
     fn invalid_mesh(mesh: &str, err: impl std::fmt::Display) -> Self {
+        // The path is echoed back; a long one only in part.
+        let mesh = echo(mesh);
         Self::new(
             StatusCode::BAD_REQUEST,
             error_code::INVALID_MESH_ID,
@@ -369,7 +374,7 @@ async fn not_found(request: Request) -> ApiError {
         error_code::NOT_FOUND,
         format!(
             "no such path: {}; the API lives under /v1 (see GET /v1/settings)",
-            request.uri().path()
+            echo(request.uri().path())
         ),
     )
 }
@@ -381,7 +386,7 @@ async fn method_not_allowed(request: Request) -> ApiError {
         format!(
             "{} is not allowed on {}",
             request.method(),
-            request.uri().path()
+            echo(request.uri().path())
         ),
     )
 }
@@ -452,6 +457,11 @@ async fn count_requests(
 
 fn parse_mesh(mesh: String) -> ApiResult<MeshId> {
     MeshId::new(&mesh).map_err(|err| ApiError::invalid_mesh(&mesh, err))
+}
+
+/// A request's text, cut to [`MAX_ECHOED_CHARS`] to be quoted in an error message.
+fn echo(text: &str) -> String {
+    text.chars().take(MAX_ECHOED_CHARS).collect()
 }
 
 /// The most specific message of an extractor's error (serde's, not axum's wrapper).
