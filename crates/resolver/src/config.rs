@@ -49,6 +49,15 @@ pub const REQUESTS_PER_SECOND: u32 = 50;
 /// Requests allowed from one source address in a burst: a host starting many nodes at once.
 pub const REQUEST_BURST: u32 = 200;
 
+/// The most connections open at once. Beyond it, new connections wait in the kernel's backlog
+/// until one closes. Clients keep one connection each, briefly; 1024 also stays under the
+/// common default limit of open files.
+pub const MAX_CONNECTIONS: usize = 1024;
+
+/// How long a connection may make no progress (no byte read or written) before it is closed:
+/// an idle keep-alive connection, or a client sending its request too slowly.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The settings of a resolver service. Start from [`Default`] and change what you need:
 ///
 /// ```
@@ -86,6 +95,11 @@ pub struct ResolverConfig {
     /// The request rate allowed per source address; `None` for no limit. Default
     /// [`REQUESTS_PER_SECOND`] with bursts of [`REQUEST_BURST`].
     pub rate_limit: Option<RateLimit>,
+    /// The most connections open at once. Default [`MAX_CONNECTIONS`].
+    pub max_connections: usize,
+    /// How long a connection may make no progress before it is closed. Default
+    /// [`IDLE_TIMEOUT`].
+    pub idle_timeout: Duration,
 }
 
 /// A token bucket per source address: `burst` requests at once, refilled at `per_second`.
@@ -121,6 +135,8 @@ impl Default for ResolverConfig {
             max_registrations: MAX_REGISTRATIONS,
             max_meshes: MAX_MESHES,
             rate_limit: RateLimit::new(REQUESTS_PER_SECOND, REQUEST_BURST),
+            max_connections: MAX_CONNECTIONS,
+            idle_timeout: IDLE_TIMEOUT,
         }
     }
 }
@@ -149,6 +165,9 @@ impl ResolverConfig {
         if self.cleanup_interval.is_zero() {
             return invalid("the cleanup interval must be longer than zero".to_owned());
         }
+        if self.idle_timeout.is_zero() {
+            return invalid("the idle timeout must be longer than zero".to_owned());
+        }
         if self.max_body_bytes < 1024 {
             return invalid(format!(
                 "a body limit of {} bytes is too small for a registration; give at least 1024",
@@ -170,6 +189,7 @@ impl ResolverConfig {
             ("max_registrations_per_ip", self.max_registrations_per_ip),
             ("max_registrations", self.max_registrations),
             ("max_meshes", self.max_meshes),
+            ("max_connections", self.max_connections),
         ];
         for (name, value) in at_least_one {
             if value == 0 {

@@ -1,6 +1,6 @@
 //! The HTTP API: routes, handlers, the JSON error answers, rate limiting and request metrics.
 
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -18,6 +18,7 @@ use peerchannel::resolver::api::{self, ErrorBody, error_code};
 use serde::Deserialize;
 
 use crate::config::ResolverConfig;
+use crate::listener::ClientAddr;
 use crate::metrics::{self, Metrics, RejectionLabels, RequestLabels};
 use crate::registry::{Registry, RegistryError};
 
@@ -401,8 +402,8 @@ async fn rate_limit(
     // every request counts as one source.
     let ip = request
         .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::from([0, 0, 0, 0]), |info| info.0.ip());
+        .get::<ConnectInfo<ClientAddr>>()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |info| info.0.0.ip());
     let source = Source::of(ip);
     if let Some(limiter) = &shared.limiter
         && let Err(not_until) = limiter.check_key(&source.0)

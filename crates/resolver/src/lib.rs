@@ -91,10 +91,13 @@ use tokio::task::JoinHandle;
 
 pub mod config;
 mod http;
+mod listener;
 mod metrics;
 mod registry;
 
 pub use config::{InvalidConfig, RateLimit, ResolverConfig};
+
+use crate::listener::{ClientAddr, GuardedListener};
 
 /// How long [`ResolverServer::shutdown`] lets requests in flight finish before cutting them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -112,7 +115,12 @@ pub async fn serve(
     let local_addr = listener.local_addr().ok();
     let shared = Arc::new(http::Shared::new(config));
     let cleanup = tokio::spawn(clean_up_periodically(shared.clone()));
-    let app = http::router(shared).into_make_service_with_connect_info::<SocketAddr>();
+    let listener = GuardedListener::new(
+        listener,
+        shared.config.max_connections,
+        shared.config.idle_timeout,
+    );
+    let app = http::router(shared).into_make_service_with_connect_info::<ClientAddr>();
     if let Some(addr) = local_addr {
         tracing::info!("resolver listening on http://{addr}");
     }

@@ -22,6 +22,10 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long connecting to the resolver service may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long an idle connection to the service is kept for reuse. Below the service's own idle
+/// timeout (30 s), so that the client never sends on a connection the service is closing.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// The largest answer read from the service. The biggest legitimate one (100 peers with 16
 /// addresses each) is under 100 KiB; anything larger is not a resolver talking.
 const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
@@ -103,6 +107,7 @@ impl ServiceResolver {
         let client = Client::builder()
             .timeout(timeout)
             .connect_timeout(CONNECT_TIMEOUT.min(timeout))
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .user_agent(concat!("peerchannel/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|err| InvalidResolverUrl::Client {
