@@ -54,7 +54,7 @@
 //! use peerchannel::{MeshId, PeerId};
 //! use peerchannel_resolver::{ResolverConfig, ResolverServer};
 //!
-//! let server = ResolverServer::bind("127.0.0.1:0", ResolverConfig::default()).await?;
+//! let server = ResolverServer::bind("127.0.0.1:0".parse()?, ResolverConfig::default()).await?;
 //! let client = ServiceResolver::new(&server.url())?;
 //! let mesh = MeshId::new("soccerpals")?;
 //! let me = PeerId::from_bytes([7; 32]);
@@ -85,7 +85,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, ToSocketAddrs};
+use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -145,19 +145,18 @@ pub struct ResolverServer {
 
 impl ResolverServer {
     /// Binds `addr` (port 0 picks a free port) and starts serving.
-    pub async fn bind(
-        addr: impl ToSocketAddrs,
-        config: ResolverConfig,
-    ) -> Result<Self, ServerError> {
+    pub async fn bind(addr: SocketAddr, config: ResolverConfig) -> Result<Self, ServerError> {
         config.validate()?;
-        let listener = TcpListener::bind(addr).await.map_err(ServerError::Bind)?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Bind { addr, source })?;
         Self::start(listener, config)
     }
 
     /// Starts serving on a listener bound by the caller.
     pub fn start(listener: TcpListener, config: ResolverConfig) -> Result<Self, ServerError> {
         config.validate()?;
-        let local_addr = listener.local_addr().map_err(ServerError::Bind)?;
+        let local_addr = listener.local_addr().map_err(ServerError::Serve)?;
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(serve(listener, config, async {
             // A dropped sender (the server handle dropped) stops the service too.
@@ -219,15 +218,29 @@ pub enum ServerError {
     /// Fix: see the message; start from `ResolverConfig::default()`.
     #[error(transparent)]
     Config(#[from] InvalidConfig),
-    /// The listening address could not be bound: in use, not an address of this host, or a
-    /// privileged port.
+    /// The listening address could not be bound: another process (another resolver?) uses
+    /// the port, the address is not one of this host's, or the port is privileged.
     ///
     /// Fix: pick another address or port.
-    #[error("cannot listen: {0}")]
-    Bind(#[source] io::Error),
+    #[error("cannot listen on {addr}: {source}{}", bind_hint(source))]
+    Bind {
+        /// The address that could not be bound.
+        addr: SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
     /// Serving failed.
     #[error("the resolver stopped: {0}")]
     Serve(#[source] io::Error),
+}
+
+fn bind_hint(err: &io::Error) -> &'static str {
+    match err.kind() {
+        io::ErrorKind::AddrInUse => "; is another resolver running there? Pick another port",
+        io::ErrorKind::PermissionDenied => "; ports below 1024 need privileges: pick a higher one",
+        io::ErrorKind::AddrNotAvailable => "; that address is not one of this host's",
+        _ => "",
+    }
 }
 
 async fn clean_up_periodically(shared: Arc<http::Shared>) {

@@ -310,3 +310,21 @@ async fn settings_health_and_metrics() {
     }
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn binding_a_port_in_use_says_so() {
+    let server = start_relaxed().await;
+    let err =
+        peerchannel_resolver::ResolverServer::bind(server.local_addr(), ResolverConfig::default())
+            .await
+            .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.starts_with(&format!("cannot listen on {}", server.local_addr())),
+        "{text}"
+    );
+    assert!(
+        text.contains("is another resolver running there?"),
+        "{text}"
+    );
+}

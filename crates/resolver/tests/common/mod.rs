@@ -19,7 +19,7 @@ const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
 /// A resolver on a free port of 127.0.0.1.
 pub async fn start(config: ResolverConfig) -> ResolverServer {
-    ResolverServer::bind("127.0.0.1:0", config)
+    ResolverServer::bind(SocketAddr::from(([127, 0, 0, 1], 0)), config)
         .await
         .expect("the resolver starts")
 }
