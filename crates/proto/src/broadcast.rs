@@ -296,28 +296,43 @@ impl<PI: PeerIdentity> Broadcast<PI> {
             .announcers
             .iter()
             .filter(|(p, _, catch_up)| !catch_up && self.lazy.contains(p))
-            .min_by_key(|(_, h, _)| *h);
-        let Some(&(announcer, announced_hops, _)) = best else {
-            return;
-        };
-        if hops
-            > announced_hops
-                .saturating_add(1)
-                .saturating_add(self.config.optimization_threshold)
-        {
-            self.lazy.remove(&announcer);
-            self.eager.insert(announcer);
-            self.stats.grafts_sent += 1;
-            out.push(BroadcastOut::Send(
-                announcer,
-                BroadcastMessage::Graft { id: None },
-            ));
-            if self.eager.remove(&eager_sender) {
-                self.lazy.insert(eager_sender);
-                self.stats.prunes_sent += 1;
-                out.push(BroadcastOut::Send(eager_sender, BroadcastMessage::Prune));
-            }
+            .min_by_key(|(_, h, _)| *h)
+            .copied();
+        if let Some((announcer, announced_hops, _)) = best {
+            self.swap_parent(eager_sender, hops, announcer, announced_hops, out);
         }
+    }
+
+    /// Swaps the tree link `parent` (over which a message came in `hops` hops) for the lazy
+    /// link `announcer` (which had it at `announced_hops`) if that saves at least the
+    /// optimisation threshold. The eager links stay a tree and no message moves.
+    fn swap_parent(
+        &mut self,
+        parent: PI,
+        hops: u16,
+        announcer: PI,
+        announced_hops: u16,
+        out: &mut Vec<BroadcastOut<PI>>,
+    ) -> bool {
+        let Some(threshold) = self.config.optimization_threshold else {
+            return false;
+        };
+        let saved = hops.saturating_sub(announced_hops.saturating_add(1));
+        if saved < threshold || !self.lazy.contains(&announcer) || !self.eager.contains(&parent) {
+            return false;
+        }
+        self.lazy.remove(&announcer);
+        self.eager.insert(announcer);
+        self.stats.grafts_sent += 1;
+        out.push(BroadcastOut::Send(
+            announcer,
+            BroadcastMessage::Graft { id: None },
+        ));
+        self.eager.remove(&parent);
+        self.lazy.insert(parent);
+        self.stats.prunes_sent += 1;
+        out.push(BroadcastOut::Send(parent, BroadcastMessage::Prune));
+        true
     }
 
     /// Paper, "upon Receive(IHAVE)": note who has a message we lack and start a graft timer.
@@ -669,10 +684,10 @@ mod tests {
             }],
             now,
         );
-        assert_eq!(b.poll_timeout(), Some(now + Duration::from_millis(80)));
-        b.handle_timeout(now + Duration::from_millis(79), &mut out);
+        assert_eq!(b.poll_timeout(), Some(now + Duration::from_millis(300)));
+        b.handle_timeout(now + Duration::from_millis(299), &mut out);
         assert!(out.is_empty());
-        b.handle_timeout(now + Duration::from_millis(80), &mut out);
+        b.handle_timeout(now + Duration::from_millis(300), &mut out);
         assert_eq!(
             out,
             vec![BroadcastOut::Send(

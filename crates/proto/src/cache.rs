@@ -3,16 +3,16 @@
 //! Both are bounded in time and in size, and both expire strictly in arrival order (time only
 //! moves forward), so expiry is a pop from the front of a queue.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::id::{MessageId, PeerIdentity};
 use crate::message::{Gossip, RecentId};
 
-/// Message ids seen recently, with when they were first seen.
+/// Message ids seen recently, in the order they were first seen.
 #[derive(Debug)]
 pub(crate) struct SeenCache<PI> {
-    map: BTreeMap<MessageId<PI>, Instant>,
+    map: BTreeSet<MessageId<PI>>,
     order: VecDeque<(Instant, MessageId<PI>)>,
     retention: Duration,
     capacity: usize,
@@ -21,7 +21,7 @@ pub(crate) struct SeenCache<PI> {
 impl<PI: PeerIdentity> SeenCache<PI> {
     pub(crate) fn new(retention: Duration, capacity: usize) -> Self {
         Self {
-            map: BTreeMap::new(),
+            map: BTreeSet::new(),
             order: VecDeque::new(),
             retention,
             capacity: capacity.max(1),
@@ -30,20 +30,20 @@ impl<PI: PeerIdentity> SeenCache<PI> {
 
     /// Records `id`; false if it was already there.
     pub(crate) fn insert(&mut self, id: MessageId<PI>, now: Instant) -> bool {
-        if self.map.contains_key(&id) {
+        if self.map.contains(&id) {
             return false;
         }
         self.expire(now);
         while self.map.len() >= self.capacity {
             self.pop_oldest();
         }
-        self.map.insert(id, now);
+        self.map.insert(id);
         self.order.push_back((now, id));
         true
     }
 
     pub(crate) fn contains(&self, id: &MessageId<PI>) -> bool {
-        self.map.contains_key(id)
+        self.map.contains(id)
     }
 
     pub(crate) fn len(&self) -> usize {
