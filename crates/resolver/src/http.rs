@@ -209,7 +209,7 @@ impl From<PathRejection> for ApiError {
     fn from(rejection: PathRejection) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
-            error_code::NOT_FOUND,
+            error_code::INVALID_PATH,
             rejection.body_text(),
         )
     }

@@ -368,3 +368,33 @@ async fn unknown_registration_ids() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn paths_that_do_not_decode() {
+    let server = start_relaxed().await;
+    let response = raw()
+        .get(format!("{}/v1/meshes/%FF/peers", server.url()))
+        .send()
+        .await
+        .unwrap();
+    expect(
+        response,
+        StatusCode::BAD_REQUEST,
+        error_code::INVALID_PATH,
+        "",
+    )
+    .await;
+    let response = raw()
+        .post(format!(
+            "{}/v1/meshes/m/registrations/%C3%28/refresh",
+            server.url()
+        ))
+        .send();
+    expect(
+        response.await.unwrap(),
+        StatusCode::BAD_REQUEST,
+        error_code::INVALID_PATH,
+        "",
+    )
+    .await;
+}

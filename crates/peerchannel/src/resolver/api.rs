@@ -134,6 +134,8 @@ pub mod error_code {
     pub const UNSUPPORTED_MEDIA_TYPE: &str = "unsupported_media_type";
     /// The request body is larger than the service accepts.
     pub const BODY_TOO_LARGE: &str = "body_too_large";
+    /// The path does not decode (bad percent-encoding or not UTF-8).
+    pub const INVALID_PATH: &str = "invalid_path";
     /// The mesh id in the path is not a valid hostname.
     pub const INVALID_MESH_ID: &str = "invalid_mesh_id";
     /// A query parameter is malformed.

@@ -24,7 +24,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// resolver answering "0 seconds" cannot make the keeper spin.
 const MIN_REFRESH_INTERVAL: Duration = Duration::from_millis(250);
 
-/// How long [`RegistrationHandle::unregister`] waits for the resolver before giving up. The
+/// How long [`RegistrationHandle::unregister`] waits, all told, before giving up. The
 /// registration then expires by itself.
 const UNREGISTER_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -120,28 +120,36 @@ impl RegistrationHandle {
             let _ = stop.send(());
         }
         let Some(task) = self.task.take() else { return };
-        let registration = match task.await {
-            Ok(registration) => registration,
-            Err(err) => {
-                tracing::warn!(mesh = %self.mesh, "registration task failed: {err}");
-                None
+        let abort = task.abort_handle();
+        let mesh = self.mesh.clone();
+        // One deadline for both steps: the keeper may be in the middle of a call to the
+        // resolver, which it finishes before it sees the stop.
+        let unregister = async {
+            let registration = match task.await {
+                Ok(registration) => registration,
+                Err(err) => {
+                    tracing::warn!(%mesh, "registration task failed: {err}");
+                    None
+                }
+            };
+            let Some(id) = registration else { return };
+            match self.resolver.unregister(&mesh, &id).await {
+                Ok(()) => tracing::debug!(%mesh, "unregistered"),
+                Err(err) if err.is_registration_not_found() => {}
+                Err(err) => tracing::info!(%mesh, "could not unregister, it will expire: {err}"),
             }
         };
-        let Some(id) = registration else { return };
-        let call = self.resolver.unregister(&self.mesh, &id);
-        match tokio::time::timeout(UNREGISTER_TIMEOUT, call).await {
-            Ok(Ok(())) => tracing::debug!(mesh = %self.mesh, "unregistered"),
-            Ok(Err(err)) if err.is_registration_not_found() => {}
-            Ok(Err(err)) => {
-                tracing::info!(mesh = %self.mesh, "could not unregister, it will expire: {err}")
-            }
-            Err(_) => tracing::info!(
-                mesh = %self.mesh,
-                "the resolver did not answer the unregistration in time; it will expire"
-            ),
+        if tokio::time::timeout(UNREGISTER_TIMEOUT, unregister)
+            .await
+            .is_err()
+        {
+            abort.abort();
+            tracing::info!(
+                %mesh,
+                "the resolver did not answer the unregistration in time; the registration will \
+                 expire"
+            );
         }
-        // The receiver side of a watch cannot be closed; report through the status the
-        // keeper left (Stopped).
     }
 }
 
@@ -676,5 +684,69 @@ mod tests {
         memory.down.store(true, Ordering::SeqCst);
         handle.unregister().await;
         assert_eq!(memory.count("unregister"), 1);
+    }
+
+    /// A resolver that never answers.
+    #[derive(Debug)]
+    struct Silent;
+
+    impl Resolver for Silent {
+        fn register<'a>(
+            &'a self,
+            _: &'a MeshId,
+            _: PeerId,
+            _: &'a [SocketAddr],
+        ) -> BoxFuture<'a, Result<Registration, ResolverError>> {
+            Box::pin(std::future::pending())
+        }
+
+        fn update<'a>(
+            &'a self,
+            _: &'a MeshId,
+            _: &'a RegistrationId,
+            _: &'a [SocketAddr],
+        ) -> BoxFuture<'a, Result<Duration, ResolverError>> {
+            Box::pin(std::future::pending())
+        }
+
+        fn refresh<'a>(
+            &'a self,
+            _: &'a MeshId,
+            _: &'a RegistrationId,
+        ) -> BoxFuture<'a, Result<Duration, ResolverError>> {
+            Box::pin(std::future::pending())
+        }
+
+        fn unregister<'a>(
+            &'a self,
+            _: &'a MeshId,
+            _: &'a RegistrationId,
+        ) -> BoxFuture<'a, Result<(), ResolverError>> {
+            Box::pin(std::future::pending())
+        }
+
+        fn resolve<'a>(
+            &'a self,
+            _: &'a MeshId,
+            _: usize,
+        ) -> BoxFuture<'a, Result<Vec<PeerAddr>, ResolverError>> {
+            Box::pin(std::future::pending())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unregister_gives_up_on_a_resolver_that_never_answers() {
+        let mesh = MeshId::new("m").unwrap();
+        let handle = spawn_registration(
+            Arc::new(Silent),
+            mesh,
+            PeerId::from_bytes([1; 32]),
+            vec![addr(1)],
+        );
+        // Let the keeper start its (endless) registration call.
+        tokio::task::yield_now().await;
+        let started = Instant::now();
+        handle.unregister().await;
+        assert_eq!(started.elapsed(), UNREGISTER_TIMEOUT);
     }
 }
