@@ -18,6 +18,9 @@ use crate::config::{BroadcastConfig, BroadcastMode};
 use crate::id::{MessageId, PeerIdentity};
 use crate::message::{Announcement, BroadcastMessage, Gossip, GossipKind, RecentId};
 
+/// How many recent beacons are remembered.
+const BEACON_HISTORY: usize = 8;
+
 /// The most message ids awaited at once from lazy announcements; beyond it new announcements
 /// are ignored until some resolve. Bounds what a peer can make a node remember.
 pub const MAX_MISSING: usize = 16_384;
@@ -95,6 +98,20 @@ pub(crate) enum BroadcastOut<PI> {
     Deliver(Delivery<PI>),
 }
 
+/// A tree rebuild under way (see [`GossipKind::Beacon`]).
+#[derive(Debug)]
+struct Rebuild<PI> {
+    /// The beacon driving it; when beacons cross, the highest id wins everywhere.
+    beacon: MessageId<PI>,
+    /// Where the beacon first came from (`None` at its origin).
+    parent: Option<PI>,
+    /// Links that stay eager: children that named us their parent, and links that had to turn
+    /// eager meanwhile (grafts, new neighbors).
+    keep: BTreeSet<PI>,
+    /// When the new tree takes over.
+    switch_at: Instant,
+}
+
 #[derive(Debug)]
 struct Missing<PI> {
     /// Who announced it, with their hop count, oldest first.
@@ -119,7 +136,12 @@ pub(crate) struct Broadcast<PI> {
     lazy_queue: BTreeMap<PI, Vec<Announcement<PI>>>,
     flush_at: Option<Instant>,
     next_seq: u64,
-    last_activity: Option<Instant>,
+    /// The newest beacons seen, oldest first.
+    beacons: VecDeque<(Instant, MessageId<PI>)>,
+    rebuild: Option<Rebuild<PI>>,
+    /// Right after a switch to a rebuilt tree, until this instant, messages sent before the
+    /// switch still arrive over old and new links: their duplicates prune nothing.
+    settling_until: Option<Instant>,
     stats: BroadcastStats,
 }
 
@@ -138,7 +160,9 @@ impl<PI: PeerIdentity> Broadcast<PI> {
             lazy_queue: BTreeMap::new(),
             flush_at: None,
             next_seq: first_seq,
-            last_activity: None,
+            beacons: VecDeque::new(),
+            rebuild: None,
+            settling_until: None,
             stats: BroadcastStats::default(),
         }
     }
@@ -163,17 +187,25 @@ impl<PI: PeerIdentity> Broadcast<PI> {
         self.store.bytes()
     }
 
-    pub(crate) fn has_seen(&self, id: &MessageId<PI>) -> bool {
-        self.seen.contains(id)
+    /// Whether a beacon reached this node. Recent beacons are remembered beyond the duplicate
+    /// cache, so that two groups that split long ago can still tell they are apart.
+    pub(crate) fn has_seen_beacon(&self, id: &MessageId<PI>) -> bool {
+        self.beacons.iter().any(|(_, b)| b == id) || self.seen.contains(id)
     }
 
-    pub(crate) fn recent_ids(
+    /// The newest beacon this node has seen that is at least `grace` old, with its age.
+    pub(crate) fn latest_beacon(
         &self,
         now: Instant,
         grace: std::time::Duration,
-        max: usize,
-    ) -> Vec<RecentId<PI>> {
-        self.seen.recent(now, grace, max)
+    ) -> Option<RecentId<PI>> {
+        self.beacons.iter().rev().find_map(|&(at, id)| {
+            let age = now.saturating_duration_since(at);
+            (age >= grace).then(|| RecentId {
+                id,
+                age_ms: u32::try_from(age.as_millis()).unwrap_or(u32::MAX),
+            })
+        })
     }
 
     /// Takes the id for the next message from this node.
@@ -186,9 +218,16 @@ impl<PI: PeerIdentity> Broadcast<PI> {
         id
     }
 
-    /// When a new message last passed through this node (received or originated).
-    pub(crate) fn last_activity(&self) -> Option<Instant> {
-        self.last_activity
+    /// When a new beacon last passed through this node (received or originated).
+    pub(crate) fn last_beacon(&self) -> Option<Instant> {
+        self.beacons.back().map(|(at, _)| *at)
+    }
+
+    fn note_beacon(&mut self, id: MessageId<PI>, now: Instant) {
+        if self.beacons.len() >= BEACON_HISTORY {
+            self.beacons.pop_front();
+        }
+        self.beacons.push_back((now, id));
     }
 
     /// Sends a new message from this node under an id from [`Self::reserve_id`]. The origin
@@ -203,7 +242,10 @@ impl<PI: PeerIdentity> Broadcast<PI> {
         out: &mut Vec<BroadcastOut<PI>>,
     ) {
         self.stats.originated += 1;
-        self.last_activity = Some(now);
+        if kind == GossipKind::Beacon {
+            self.note_beacon(id, now);
+            self.follow_beacon(id, None, now, out);
+        }
         self.seen.insert(id, now);
         // Stored with hop count 0: a graft answer adds one, like any forward.
         let gossip = Gossip {
@@ -214,7 +256,8 @@ impl<PI: PeerIdentity> Broadcast<PI> {
             payload,
         };
         self.forward(&gossip, None, false, now, out);
-        if hop_limit.is_none() {
+        // Beacons are flooded, never grafted or caught up: only application messages are kept.
+        if hop_limit.is_none() && kind == GossipKind::App {
             self.store.insert(gossip, now);
         }
     }
@@ -231,8 +274,11 @@ impl<PI: PeerIdentity> Broadcast<PI> {
     ) {
         if self.seen.contains(&gossip.id) || gossip.id.origin == self.me {
             self.stats.duplicates += 1;
+            // Beacons flood on purpose: their duplicates say nothing about the tree.
             if self.config.mode == BroadcastMode::Plumtree
                 && gossip.hop_limit.is_none()
+                && gossip.kind == GossipKind::App
+                && !self.is_settling(now)
                 && self.eager.remove(&from)
             {
                 // Paper: "eagerPushPeers <- eagerPushPeers \ {sender}; lazyPushPeers <-
@@ -254,7 +300,10 @@ impl<PI: PeerIdentity> Broadcast<PI> {
         }
         self.seen.insert(gossip.id, now);
         self.stats.received += 1;
-        self.last_activity = Some(now);
+        if gossip.kind == GossipKind::Beacon {
+            self.note_beacon(gossip.id, now);
+            self.follow_beacon(gossip.id, Some(from), now, out);
+        }
         let announced = self.missing.remove(&gossip.id);
         let caught_up = self.caught_up.remove(&gossip.id);
         if gossip.kind == GossipKind::App && decision.delivers() {
@@ -268,14 +317,17 @@ impl<PI: PeerIdentity> Broadcast<PI> {
         let within_limit = gossip.hop_limit.is_none_or(|limit| gossip.hops < limit);
         if decision.forwards() && within_limit {
             self.forward(&gossip, Some(from), caught_up, now, out);
-            if gossip.hop_limit.is_none() {
+            if gossip.hop_limit.is_none() && gossip.kind == GossipKind::App {
                 self.store.insert(gossip.clone(), now);
             }
         }
-        if self.config.mode == BroadcastMode::Plumtree && gossip.hop_limit.is_none() {
+        if self.config.mode == BroadcastMode::Plumtree
+            && gossip.hop_limit.is_none()
+            && gossip.kind == GossipKind::App
+        {
             // Paper: "eagerPushPeers <- eagerPushPeers U {sender}" (if it is a neighbor).
-            if self.lazy.remove(&from) {
-                self.eager.insert(from);
+            if self.lazy.contains(&from) {
+                self.make_eager(from);
             }
             if let Some(missing) = announced {
                 self.optimize(from, gossip.hops, missing, out);
@@ -362,7 +414,14 @@ impl<PI: PeerIdentity> Broadcast<PI> {
                 entry.announcers.push_back((from, a.hops, a.catch_up));
             }
             if entry.timer.is_none() {
-                let at = now + self.config.graft_timeout_1;
+                // A catch-up announcement is for a message sent before the link came up, not
+                // one still on its way down the tree: no reason to wait long for it.
+                let wait = if a.catch_up {
+                    self.config.graft_timeout_2
+                } else {
+                    self.config.graft_timeout_1
+                };
+                let at = now + wait;
                 entry.timer = Some(at);
                 self.graft_timers.insert((at, a.id));
             }
@@ -378,8 +437,7 @@ impl<PI: PeerIdentity> Broadcast<PI> {
         out: &mut Vec<BroadcastOut<PI>>,
     ) {
         if is_neighbor {
-            self.lazy.remove(&from);
-            self.eager.insert(from);
+            self.make_eager(from);
         }
         if let Some(id) = id
             && let Some(stored) = self.store.get(&id)
@@ -409,6 +467,13 @@ impl<PI: PeerIdentity> Broadcast<PI> {
 
     /// Paper, "upon NeighborUp": the new link starts eager.
     ///
+    /// Modification from the paper: only a node that is not in the tree yet (no eager link)
+    /// starts the link eager, and asks the other side to do the same with a graft. A node
+    /// already in the tree starts it lazy. A link between two tree nodes then adds no cycle, so
+    /// the next message does not re-cut the tree around its own sender (which, repeated for
+    /// every repair, left the tree far slower for everyone); beacons rebuild the tree as a
+    /// whole instead.
+    ///
     /// Addition to the paper: the link also gets a catch-up announcement of our most recent
     /// messages, so a late joiner, or a node that was cut off, can fetch what it missed.
     pub(crate) fn neighbor_up(
@@ -417,9 +482,22 @@ impl<PI: PeerIdentity> Broadcast<PI> {
         catch_up: usize,
         window: std::time::Duration,
         now: Instant,
+        out: &mut Vec<BroadcastOut<PI>>,
     ) {
-        self.lazy.remove(&peer);
-        self.eager.insert(peer);
+        if self.eager.contains(&peer) || self.lazy.contains(&peer) {
+            return;
+        }
+        if self.eager.is_empty() || self.config.mode == BroadcastMode::Flood {
+            self.make_eager(peer);
+            if self.config.mode == BroadcastMode::Plumtree {
+                out.push(BroadcastOut::Send(
+                    peer,
+                    BroadcastMessage::Graft { id: None },
+                ));
+            }
+        } else {
+            self.lazy.insert(peer);
+        }
         if catch_up == 0 {
             return;
         }
@@ -444,11 +522,102 @@ impl<PI: PeerIdentity> Broadcast<PI> {
         self.eager.remove(&peer);
         self.lazy.remove(&peer);
         self.lazy_queue.remove(&peer);
+        if let Some(r) = &mut self.rebuild {
+            r.keep.remove(&peer);
+            if r.parent == Some(peer) {
+                r.parent = None;
+            }
+        }
+    }
+
+    /// A neighbor names us its parent in a beacon's tree.
+    pub(crate) fn on_parent(&mut self, from: PI, beacon: MessageId<PI>, is_neighbor: bool) {
+        if !is_neighbor {
+            return;
+        }
+        match &mut self.rebuild {
+            // During the rebuild, only note it: messages keep using the old tree.
+            Some(r) if r.beacon == beacon => {
+                r.keep.insert(from);
+            }
+            // A late notice (or for another beacon): the peer counts on this link being eager.
+            _ => self.make_eager(from),
+        }
+    }
+
+    /// Turns a link eager now, and keeps it eager through a rebuild under way.
+    fn make_eager(&mut self, peer: PI) {
+        self.lazy.remove(&peer);
+        self.eager.insert(peer);
+        if let Some(r) = &mut self.rebuild {
+            r.keep.insert(peer);
+        }
+    }
+
+    /// Starts following a beacon's tree, unless a rebuild for a higher beacon is under way
+    /// (when beacons cross, every node follows the highest, so all build the same tree).
+    fn follow_beacon(
+        &mut self,
+        beacon: MessageId<PI>,
+        parent: Option<PI>,
+        now: Instant,
+        out: &mut Vec<BroadcastOut<PI>>,
+    ) {
+        if self.config.mode != BroadcastMode::Plumtree {
+            return;
+        }
+        if self.rebuild.as_ref().is_some_and(|r| r.beacon >= beacon) {
+            return;
+        }
+        self.rebuild = Some(Rebuild {
+            beacon,
+            parent,
+            keep: BTreeSet::new(),
+            switch_at: now + self.config.rebuild_delay,
+        });
+        if let Some(parent) = parent {
+            out.push(BroadcastOut::Send(
+                parent,
+                BroadcastMessage::Parent { beacon },
+            ));
+        }
+    }
+
+    fn is_settling(&self, now: Instant) -> bool {
+        self.settling_until.is_some_and(|until| now < until)
+    }
+
+    /// The new tree takes over: the parent and the kept links are eager, the rest lazy. Each
+    /// link that changes is announced to the other side (a prune or a graft), so both ends of
+    /// every link agree even where the two sides' views of the rebuild differed.
+    fn switch_tree(&mut self, now: Instant, out: &mut Vec<BroadcastOut<PI>>) {
+        let Some(r) = self.rebuild.take() else {
+            return;
+        };
+        let keep: BTreeSet<PI> = r.keep.into_iter().chain(r.parent).collect();
+        let all: BTreeSet<PI> = self.eager.iter().chain(self.lazy.iter()).copied().collect();
+        if all.is_empty() || keep.is_disjoint(&all) {
+            // The beacon's flood did not reach us properly; keep the tree we have.
+            return;
+        }
+        let (eager, lazy): (BTreeSet<PI>, BTreeSet<PI>) =
+            all.into_iter().partition(|p| keep.contains(p));
+        for p in self.eager.difference(&eager) {
+            self.stats.prunes_sent += 1;
+            out.push(BroadcastOut::Send(*p, BroadcastMessage::Prune));
+        }
+        for p in eager.difference(&self.eager) {
+            out.push(BroadcastOut::Send(*p, BroadcastMessage::Graft { id: None }));
+        }
+        self.settling_until = Some(now + self.config.rebuild_delay);
+        self.eager = eager;
+        self.lazy = lazy;
     }
 
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         let graft = self.graft_timers.first().map(|(at, _)| *at);
-        [graft, self.flush_at].into_iter().flatten().min()
+        let switch = self.rebuild.as_ref().map(|r| r.switch_at);
+        [graft, self.flush_at, switch].into_iter().flatten().min()
     }
 
     pub(crate) fn handle_timeout(&mut self, now: Instant, out: &mut Vec<BroadcastOut<PI>>) {
@@ -462,6 +631,9 @@ impl<PI: PeerIdentity> Broadcast<PI> {
         if self.flush_at.is_some_and(|t| t <= now) {
             self.flush_at = None;
             self.flush(out);
+        }
+        if self.rebuild.as_ref().is_some_and(|r| r.switch_at <= now) {
+            self.switch_tree(now, out);
         }
         self.seen.expire(now);
         self.store.expire(now);
@@ -504,8 +676,7 @@ impl<PI: PeerIdentity> Broadcast<PI> {
         if catch_up {
             self.caught_up.insert(id);
         }
-        self.lazy.remove(&peer);
-        self.eager.insert(peer);
+        self.make_eager(peer);
         self.stats.grafts_sent += 1;
         out.push(BroadcastOut::Send(
             peer,
@@ -523,7 +694,10 @@ impl<PI: PeerIdentity> Broadcast<PI> {
         now: Instant,
         out: &mut Vec<BroadcastOut<PI>>,
     ) {
-        let flood = self.config.mode == BroadcastMode::Flood || gossip.hop_limit.is_some();
+        // Beacons are flooded: the flood and the prunes it causes rebuild the tree.
+        let flood = self.config.mode == BroadcastMode::Flood
+            || gossip.hop_limit.is_some()
+            || gossip.kind == GossipKind::Beacon;
         let mut next = gossip.clone();
         next.hops = gossip.hops.saturating_add(1);
         let (eager, lazy): (Vec<PI>, Vec<PI>) = if flood {
@@ -594,11 +768,14 @@ mod tests {
         Propagation::DeliverAndForward
     }
 
+    /// A node whose links are all eager, as after a beacon.
     fn tree(me: u32, peers: &[u32]) -> Broadcast<u32> {
         let mut b = Broadcast::new(me, 0, BroadcastConfig::default());
         for p in peers {
-            b.neighbor_up(*p, 0, Duration::ZERO, Instant::now());
+            b.neighbor_up(*p, 0, Duration::ZERO, Instant::now(), &mut Vec::new());
         }
+        let lazy = std::mem::take(&mut b.lazy);
+        b.eager.extend(lazy);
         b
     }
 
@@ -804,8 +981,8 @@ mod tests {
             ..Default::default()
         };
         let mut b = Broadcast::new(1, 0, config);
-        b.neighbor_up(2, 0, Duration::ZERO, now);
-        b.neighbor_up(3, 0, Duration::ZERO, now);
+        b.neighbor_up(2, 0, Duration::ZERO, now, &mut Vec::new());
+        b.neighbor_up(3, 0, Duration::ZERO, now, &mut Vec::new());
         let mut out = Vec::new();
         b.on_gossip(2, gossip(9, 0, 1), now, &mut pass, &mut out);
         out.clear();
@@ -822,7 +999,11 @@ mod tests {
         b.on_gossip(2, gossip(9, 0, 1), now, &mut pass, &mut out);
         b.on_gossip(2, gossip(9, 1, 1), now, &mut pass, &mut out);
         out.clear();
-        b.neighbor_up(5, 64, Duration::from_secs(30), now);
+        b.neighbor_up(5, 64, Duration::from_secs(30), now, &mut out);
+        assert!(
+            !b.eager_peers().contains(&5),
+            "a node already in the tree starts new links lazy"
+        );
         b.handle_timeout(now + Duration::from_millis(5), &mut out);
         let ids: Vec<u64> = match &out[..] {
             [BroadcastOut::Send(5, BroadcastMessage::IHave(a))] => {

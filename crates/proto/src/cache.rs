@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::id::{MessageId, PeerIdentity};
-use crate::message::{Gossip, RecentId};
+use crate::message::Gossip;
 
 /// Message ids seen recently, in the order they were first seen.
 #[derive(Debug)]
@@ -63,22 +63,6 @@ impl<PI: PeerIdentity> SeenCache<PI> {
         if let Some((_, id)) = self.order.pop_front() {
             self.map.remove(&id);
         }
-    }
-
-    /// Up to `max` of the newest ids at least `grace` old, newest first, with their ages.
-    pub(crate) fn recent(&self, now: Instant, grace: Duration, max: usize) -> Vec<RecentId<PI>> {
-        self.order
-            .iter()
-            .rev()
-            .filter_map(|&(at, id)| {
-                let age = now.saturating_duration_since(at);
-                (age >= grace).then(|| RecentId {
-                    id,
-                    age_ms: u32::try_from(age.as_millis()).unwrap_or(u32::MAX),
-                })
-            })
-            .take(max)
-            .collect()
     }
 }
 
@@ -192,19 +176,6 @@ mod tests {
         c.expire(t0 + Duration::from_millis(11_500));
         assert!(!c.contains(&id(2)));
         assert!(c.contains(&id(3)));
-    }
-
-    #[test]
-    fn seen_cache_lists_recent_ids_past_the_grace_period() {
-        let t0 = Instant::now();
-        let mut c = SeenCache::new(Duration::from_secs(100), 100);
-        for s in 0..5 {
-            c.insert(id(s), t0 + Duration::from_secs(s));
-        }
-        let now = t0 + Duration::from_secs(5);
-        let recent = c.recent(now, Duration::from_secs(2), 2);
-        let seqs: Vec<_> = recent.iter().map(|r| (r.id.seq, r.age_ms)).collect();
-        assert_eq!(seqs, vec![(3, 2000), (2, 3000)]);
     }
 
     #[test]

@@ -79,13 +79,13 @@ pub struct MembershipConfig {
 impl Default for MembershipConfig {
     fn default() -> Self {
         Self {
-            active_min: 3,
-            active_ideal: 5,
-            active_max: 8,
+            active_min: 4,
+            active_ideal: 8,
+            active_max: 12,
             passive_capacity: 30,
             active_walk_length: 6,
             passive_walk_length: 3,
-            join_walks: 4,
+            join_walks: 7,
             request_timeout: Duration::from_secs(1),
             fill_interval: Duration::from_secs(1),
             shuffle_interval: Duration::from_secs(30),
@@ -137,6 +137,12 @@ pub struct BroadcastConfig {
     /// sender, reshaping it towards each sender in turn made it slower for all of them (mean
     /// time to full delivery 288-341 ms at thresholds 1-7, against 212 ms without).
     pub optimization_threshold: Option<u16>,
+    /// A beacon rebuilds the tree in the background: each node notes its parent in the
+    /// beacon's flood and the children that name it, and switches to the new tree this long
+    /// after the beacon first reached it. Meanwhile messages use the old tree. Default 1 s:
+    /// from simulation, several times the 300-400 ms a beacon takes to cross 1,000 to 10,000
+    /// nodes (`single-10000`).
+    pub rebuild_delay: Duration,
     /// How long message ids are remembered to drop duplicates. Default 2 min: a guess, well
     /// above the time a message takes to cross a mesh and the partition-probe window.
     pub seen_retention: Duration,
@@ -158,6 +164,7 @@ impl Default for BroadcastConfig {
             graft_timeout_1: Duration::from_millis(300),
             graft_timeout_2: Duration::from_millis(40),
             optimization_threshold: None,
+            rebuild_delay: Duration::from_secs(1),
             seen_retention: Duration::from_secs(120),
             seen_capacity: 65_536,
             store_retention: Duration::from_secs(30),
@@ -184,21 +191,26 @@ pub struct MeshConfig {
     /// retention.
     pub catch_up_window: Duration,
     /// Partition repair: how often a node asks the driver for a contact outside its views and
-    /// compares recent message ids with it, with ±50% jitter. `None` turns probing off.
+    /// compares the newest beacon each has seen, with ±50% jitter. `None` turns probing off.
     /// Default 60 s: from simulation (`partition-1000`): across a mesh of N nodes a probe
     /// happens every 60/N s, so two halves of a large mesh meet within a second of the heal.
     pub probe_interval: Option<Duration>,
-    /// Messages younger than this are not used as evidence of a split: they may still be in
-    /// flight. Default 2 s: a guess, several times the time a message takes to cross a mesh.
+    /// Beacons younger than this are not used as evidence of a split: they may still be on
+    /// their way. Default 2 s: a guess, several times the time a message takes to cross a mesh.
     pub probe_grace: Duration,
-    /// The most recent ids compared in one probe. Default 8: a guess.
-    pub probe_ids: usize,
-    /// A quiet mesh sends a tiny heartbeat broadcast after this long without any message (plus
-    /// a random delay up to the same again, so that one node usually speaks for all). Probes
-    /// compare these ids, so two halves of a quiet mesh can still tell they are apart.
-    /// `None` turns heartbeats off. Default 30 s: a guess; a 1,000-node quiet mesh sends a few
-    /// tiny messages per period.
-    pub heartbeat_interval: Option<Duration>,
+    /// After the neighbors change (a link comes up or goes down, two halves merge), a node
+    /// floods a tiny beacon over every link within a few seconds, unless another node's beacon
+    /// comes first. The flood rebuilds the broadcast tree as a clean shortest-path tree from
+    /// the beacon's origin, undoing what repairs did to it, and the beacon's id lets partition
+    /// probes tell two halves of a mesh apart. Default on: from simulation (`churn-1000`,
+    /// `partition-1000`): without beacons the tree after a mass failure or a merge stayed two
+    /// to four times slower than before it, for good.
+    pub beacons: bool,
+    /// Also flood a beacon at least this often (plus a random delay up to the same again) even
+    /// when nothing changes. Default `None`: from simulation (`single-1000`): a tree does not
+    /// degrade while the neighbors stay the same, and each rebuild briefly disturbs messages in
+    /// flight while nodes switch trees.
+    pub beacon_interval: Option<Duration>,
 }
 
 impl Default for MeshConfig {
@@ -210,8 +222,8 @@ impl Default for MeshConfig {
             catch_up_window: Duration::from_secs(30),
             probe_interval: Some(Duration::from_secs(60)),
             probe_grace: Duration::from_secs(2),
-            probe_ids: 8,
-            heartbeat_interval: Some(Duration::from_secs(30)),
+            beacons: true,
+            beacon_interval: None,
         }
     }
 }

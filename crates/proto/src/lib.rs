@@ -17,7 +17,7 @@
 //!   the tree. A flood mode is kept for comparison.
 //! - Above both: a bounded offline queue (a message sent with no neighbor is never dropped
 //!   silently), catch-up on new links (late joiners and nodes that were cut off fetch recent
-//!   messages), heartbeats in quiet meshes, and **partition repair**: nodes now and then
+//!   messages), beacons that rebuild the broadcast tree, and **partition repair**: nodes now and then
 //!   compare recent message ids with a random member from the resolver, and link up when the
 //!   other side has seen messages they never got — so two halves of a split mesh merge again.
 //!

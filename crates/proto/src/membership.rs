@@ -645,7 +645,7 @@ impl<PI: PeerIdentity> Membership<PI> {
             // Between min and ideal: one low-priority request per tick, in the background.
             self.next_fill = Some(now + self.config.fill_interval);
         }
-        if self.needs_contacts() && self.pending.is_empty() {
+        if self.needs_contacts() {
             self.ask_contacts(now, out);
         }
     }
@@ -659,9 +659,17 @@ impl<PI: PeerIdentity> Membership<PI> {
         }
     }
 
+    /// Whether to ask the driver (the resolver) for contacts: below the minimum with no
+    /// passive candidate left, or below the minimum after having been online.
+    ///
+    /// Modification from the paper (which has no resolver): a node that loses neighbors to a
+    /// failure asks at once, in parallel with its passive view. After a mass failure most of
+    /// the passive view is dead, and each dead candidate costs a request timeout, while the
+    /// resolver knows who is alive now.
     fn needs_contacts(&self) -> bool {
+        let exhausted = self.passive.iter().all(|p| self.pending.contains_key(p));
         self.active.len() < self.config.active_min
-            && self.passive.iter().all(|p| self.pending.contains_key(p))
+            && (self.ever_online || (exhausted && self.pending.is_empty()))
     }
 
     fn ask_contacts(&mut self, now: Instant, out: &mut Vec<MembershipOut<PI>>) {

@@ -1,5 +1,5 @@
 //! One mesh as one node sees it: membership and broadcast together, with what sits above
-//! both — online/offline, the offline queue, catch-up, heartbeats and partition repair.
+//! both — online/offline, the offline queue, catch-up, beacons and partition repair.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -19,6 +19,12 @@ use crate::message::{
 
 /// How many contacts a partition probe asks for.
 const PROBE_CONTACTS: usize = 3;
+
+/// After a disruption, a node floods a beacon after a random delay in this range, unless one
+/// arrives first. Wide enough that, when hundreds of nodes are disrupted at once, only a few
+/// beacons start within the time one takes to cross the mesh.
+const BEACON_AFTER_DISRUPTION: std::ops::Range<Duration> =
+    Duration::from_secs(2)..Duration::from_secs(20);
 
 /// Something that happened to a mesh, for the application.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,8 +101,8 @@ pub struct MeshStats {
     pub probes_sent: u64,
     /// Probes (sent or answered) that found the two sides had seen different messages.
     pub splits_detected: u64,
-    /// Heartbeats sent.
-    pub heartbeats_sent: u64,
+    /// Beacons sent.
+    pub beacons_sent: u64,
     /// Messages in the offline queue now.
     pub queued: usize,
     /// Message ids remembered now.
@@ -137,14 +143,15 @@ pub(crate) struct Mesh<PI> {
     queue: VecDeque<Queued<PI>>,
     queued_bytes: usize,
     filter: Option<Filter<PI>>,
-    next_heartbeat: Option<Instant>,
+    next_beacon: Option<Instant>,
+    disrupted_at: Option<Instant>,
     next_probe: Option<Instant>,
     probing: bool,
     m_out: Vec<MembershipOut<PI>>,
     b_out: Vec<BroadcastOut<PI>>,
     probes_sent: u64,
     splits_detected: u64,
-    heartbeats_sent: u64,
+    beacons_sent: u64,
 }
 
 impl<PI: PeerIdentity> Mesh<PI> {
@@ -159,9 +166,9 @@ impl<PI: PeerIdentity> Mesh<PI> {
         // reuse ids still held in other nodes' duplicate caches. 32 random bits keep the ids
         // short on the wire (varints) and make a collision between runs negligible.
         let first_seq = u64::from(rng.random::<u32>());
-        let next_heartbeat = config
+        let next_beacon = config
             .mesh
-            .heartbeat_interval
+            .beacon_interval
             .map(|i| now + quiet_delay(i, rng));
         let next_probe = config.mesh.probe_interval.map(|i| now + jitter(i, rng));
         Self {
@@ -175,14 +182,15 @@ impl<PI: PeerIdentity> Mesh<PI> {
             queue: VecDeque::new(),
             queued_bytes: 0,
             filter: None,
-            next_heartbeat,
+            next_beacon,
+            disrupted_at: None,
             next_probe,
             probing: false,
             m_out: Vec::new(),
             b_out: Vec::new(),
             probes_sent: 0,
             splits_detected: 0,
-            heartbeats_sent: 0,
+            beacons_sent: 0,
         }
     }
 
@@ -221,7 +229,7 @@ impl<PI: PeerIdentity> Mesh<PI> {
             broadcast: self.broadcast.stats().clone(),
             probes_sent: self.probes_sent,
             splits_detected: self.splits_detected,
-            heartbeats_sent: self.heartbeats_sent,
+            beacons_sent: self.beacons_sent,
             queued: self.queue.len(),
             seen_ids: self.broadcast.seen_len(),
             stored_bytes: self.broadcast.store_bytes(),
@@ -236,24 +244,30 @@ impl<PI: PeerIdentity> Mesh<PI> {
         out: &mut Vec<MeshOut<PI>>,
     ) {
         self.membership.join(contacts, now, rng, &mut self.m_out);
-        self.drain(now, out);
+        self.drain(now, rng, out);
     }
 
     /// Says goodbye to every neighbor; returns how many queued messages were never sent.
-    pub(crate) fn leave(&mut self, now: Instant, out: &mut Vec<MeshOut<PI>>) -> usize {
+    pub(crate) fn leave<R: Rng>(
+        &mut self,
+        now: Instant,
+        rng: &mut R,
+        out: &mut Vec<MeshOut<PI>>,
+    ) -> usize {
         self.membership.leave(&mut self.m_out);
-        self.drain(now, out);
+        self.drain(now, rng, out);
         let unsent = self.queue.len();
         self.queue.clear();
         self.queued_bytes = 0;
         unsent
     }
 
-    pub(crate) fn broadcast(
+    pub(crate) fn broadcast<R: Rng>(
         &mut self,
         payload: impl FnOnce(MessageId<PI>) -> Bytes,
         options: BroadcastOptions,
         now: Instant,
+        rng: &mut R,
         out: &mut Vec<MeshOut<PI>>,
     ) -> Result<(MessageId<PI>, BroadcastStatus), BroadcastError> {
         if options.hop_limit == Some(0) {
@@ -288,7 +302,7 @@ impl<PI: PeerIdentity> Mesh<PI> {
             now,
             &mut self.b_out,
         );
-        self.drain(now, out);
+        self.drain(now, rng, out);
         Ok((id, BroadcastStatus::Sent))
     }
 
@@ -319,11 +333,11 @@ impl<PI: PeerIdentity> Mesh<PI> {
                     data: self.my_data.clone(),
                 };
                 out.push(MeshOut::Send(from, MeshMessage::ProbeReply(reply)));
-                self.check_split(from, &probe, now);
+                self.check_split(from, &probe, now, rng);
             }
-            MeshMessage::ProbeReply(probe) => self.check_split(from, &probe, now),
+            MeshMessage::ProbeReply(probe) => self.check_split(from, &probe, now, rng),
         }
-        self.drain(now, out);
+        self.drain(now, rng, out);
     }
 
     fn on_broadcast(&mut self, from: PI, message: BroadcastMessage<PI>, now: Instant) {
@@ -345,6 +359,10 @@ impl<PI: PeerIdentity> Mesh<PI> {
                     .on_graft(from, id, is_neighbor, &mut self.b_out);
             }
             BroadcastMessage::Prune => self.broadcast.on_prune(from),
+            BroadcastMessage::Parent { beacon } => {
+                let is_neighbor = self.membership.is_active(&from);
+                self.broadcast.on_parent(from, beacon, is_neighbor);
+            }
         }
     }
 
@@ -357,12 +375,18 @@ impl<PI: PeerIdentity> Mesh<PI> {
     ) {
         self.membership
             .peer_disconnected(peer, now, rng, &mut self.m_out);
-        self.drain(now, out);
+        self.drain(now, rng, out);
     }
 
-    pub(crate) fn peer_slow(&mut self, peer: PI, now: Instant, out: &mut Vec<MeshOut<PI>>) {
+    pub(crate) fn peer_slow<R: Rng>(
+        &mut self,
+        peer: PI,
+        now: Instant,
+        rng: &mut R,
+        out: &mut Vec<MeshOut<PI>>,
+    ) {
         self.broadcast.demote(peer, &mut self.b_out);
-        self.drain(now, out);
+        self.drain(now, rng, out);
     }
 
     pub(crate) fn contacts<R: Rng>(
@@ -391,14 +415,14 @@ impl<PI: PeerIdentity> Mesh<PI> {
         }
         self.membership
             .add_contacts(contacts, now, rng, &mut self.m_out);
-        self.drain(now, out);
+        self.drain(now, rng, out);
     }
 
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         [
             self.membership.poll_timeout(),
             self.broadcast.poll_timeout(),
-            self.next_heartbeat,
+            self.next_beacon,
             self.next_probe,
         ]
         .into_iter()
@@ -414,10 +438,8 @@ impl<PI: PeerIdentity> Mesh<PI> {
     ) {
         self.membership.handle_timeout(now, rng, &mut self.m_out);
         self.broadcast.handle_timeout(now, &mut self.b_out);
-        if let (Some(at), Some(interval)) = (self.next_heartbeat, self.config.heartbeat_interval)
-            && at <= now
-        {
-            self.heartbeat(now, interval, rng);
+        if self.next_beacon.is_some_and(|at| at <= now) {
+            self.beacon_due(now, rng);
         }
         if let (Some(at), Some(interval)) = (self.next_probe, self.config.probe_interval)
             && at <= now
@@ -428,63 +450,89 @@ impl<PI: PeerIdentity> Mesh<PI> {
                 out.push(MeshOut::WantContacts(PROBE_CONTACTS));
             }
         }
-        self.drain(now, out);
+        self.drain(now, rng, out);
     }
 
-    /// A quiet mesh speaks up now and then, so that partition probes have ids to compare.
-    fn heartbeat<R: Rng>(&mut self, now: Instant, interval: Duration, rng: &mut R) {
-        let last = self.broadcast.last_activity();
-        let quiet = last.is_none_or(|t| now.saturating_duration_since(t) >= interval);
-        if quiet && self.is_online() {
+    /// Floods a beacon if none has passed since a disruption here (or for the periodic
+    /// interval, when one is set); then schedules the next check.
+    fn beacon_due<R: Rng>(&mut self, now: Instant, rng: &mut R) {
+        let last = self.broadcast.last_beacon();
+        let interval = self.config.beacon_interval;
+        let overdue =
+            interval.is_some_and(|i| last.is_none_or(|t| now.saturating_duration_since(t) >= i));
+        let disrupted = self
+            .disrupted_at
+            .is_some_and(|d| last.is_none_or(|b| b < d));
+        if self.is_online() && (overdue || disrupted) {
             let id = self.broadcast.reserve_id();
-            self.heartbeats_sent += 1;
+            self.beacons_sent += 1;
             self.broadcast.broadcast(
                 id,
                 Bytes::new(),
                 None,
-                GossipKind::Heartbeat,
+                GossipKind::Beacon,
                 now,
                 &mut self.b_out,
             );
         }
-        let last = self.broadcast.last_activity().unwrap_or(now);
-        let next = last + quiet_delay(interval, rng);
-        self.next_heartbeat = Some(if next > now {
-            next
-        } else {
-            now + quiet_delay(interval, rng)
+        // An offline node keeps its disruption pending: the next link that comes up renews it.
+        if self.is_online() || !disrupted {
+            self.disrupted_at = None;
+        }
+        self.next_beacon = interval.map(|i| {
+            let next = self.broadcast.last_beacon().unwrap_or(now) + quiet_delay(i, rng);
+            if next > now {
+                next
+            } else {
+                now + quiet_delay(i, rng)
+            }
         });
     }
 
-    fn recent(&self, now: Instant) -> Vec<RecentId<PI>> {
-        self.broadcast
-            .recent_ids(now, self.config.probe_grace, self.config.probe_ids)
+    /// The neighbors changed (a link came up or went down, two halves merged): rebuild the tree
+    /// soon with a beacon, unless another node's beacon comes first.
+    fn disrupted<R: Rng>(&mut self, now: Instant, rng: &mut R) {
+        if !self.config.beacons {
+            return;
+        }
+        self.disrupted_at.get_or_insert(now);
+        let soon = now + rng.random_range(BEACON_AFTER_DISRUPTION);
+        self.next_beacon = Some(self.next_beacon.map_or(soon, |t| t.min(soon)));
     }
 
-    /// Did the peer see messages that we, online at the time, never got? Then we are in
-    /// different parts of a split mesh (or we missed something): link up, and catch-up on the
-    /// new link exchanges what each side lacks.
-    fn check_split(&mut self, from: PI, probe: &Probe<PI>, now: Instant) {
+    /// What a probe tells: the newest beacon this node has seen (past the grace period).
+    fn recent(&self, now: Instant) -> Vec<RecentId<PI>> {
+        self.broadcast
+            .latest_beacon(now, self.config.probe_grace)
+            .into_iter()
+            .collect()
+    }
+
+    /// Has the peer's newest beacon, sent while we were online, never reached us? Every beacon
+    /// floods the whole of a connected mesh, so then we are in different parts of a split
+    /// mesh: link up (catch-up on the new link exchanges recent messages) and bring a beacon
+    /// forward, whose flood tells both halves they are one again.
+    fn check_split<R: Rng>(&mut self, from: PI, probe: &Probe<PI>, now: Instant, rng: &mut R) {
         let Some(since) = self.online_since else {
             return;
         };
         let grace = self.config.probe_grace;
-        let split = probe.recent.iter().take(self.config.probe_ids).any(|r| {
+        let split = probe.recent.first().is_some_and(|r| {
             let age = Duration::from_millis(u64::from(r.age_ms));
             let sent = now.checked_sub(age);
             let we_were_online = sent.is_some_and(|sent| since + grace <= sent);
-            let still_remembered = age + grace < self.broadcast.seen_retention();
-            age >= grace && we_were_online && still_remembered && !self.broadcast.has_seen(&r.id)
+            age >= grace && we_were_online && !self.broadcast.has_seen_beacon(&r.id)
         });
         if split {
             self.splits_detected += 1;
+            self.disrupted(now, rng);
             let peer = self.membership.info(from);
             self.membership.request_neighbor(peer, now, &mut self.m_out);
         }
     }
 
     /// Turns the sub-states' outputs into the mesh's, reacting to neighbor changes.
-    fn drain(&mut self, now: Instant, out: &mut Vec<MeshOut<PI>>) {
+    fn drain<R: Rng>(&mut self, now: Instant, rng: &mut R, out: &mut Vec<MeshOut<PI>>) {
         loop {
             let m_out = std::mem::take(&mut self.m_out);
             for o in m_out {
@@ -492,8 +540,12 @@ impl<PI: PeerIdentity> Mesh<PI> {
                     MembershipOut::Send(to, m) => {
                         out.push(MeshOut::Send(to, MeshMessage::Membership(m)))
                     }
-                    MembershipOut::NeighborUp(peer) => self.neighbor_up(peer, now, out),
+                    MembershipOut::NeighborUp(peer) => {
+                        self.disrupted(now, rng);
+                        self.neighbor_up(peer, now, out);
+                    }
                     MembershipOut::NeighborDown(peer, reason) => {
+                        self.disrupted(now, rng);
                         self.broadcast.neighbor_down(peer);
                         self.neighbors = self.neighbors.saturating_sub(1);
                         out.push(MeshOut::Event(MeshEvent::NeighborDown(peer, reason)));
@@ -533,6 +585,7 @@ impl<PI: PeerIdentity> Mesh<PI> {
             self.config.catch_up_messages,
             self.config.catch_up_window,
             now,
+            &mut self.b_out,
         );
         // Messages published while offline go out as soon as there is someone to take them.
         while let Some(q) = self.queue.pop_front() {
@@ -549,8 +602,8 @@ impl<PI: PeerIdentity> Mesh<PI> {
     }
 }
 
-/// The quiet time before a heartbeat: the interval plus a random part of it again, so that in
-/// a quiet mesh one node usually speaks first and the others, hearing it, stay silent.
+/// The time before a beacon: the interval plus a random part of it again, so that one node
+/// usually speaks first and the others, hearing it, stay silent.
 fn quiet_delay<R: Rng>(interval: Duration, rng: &mut R) -> Duration {
     interval + interval.mul_f64(rng.random_range(0.0..1.0))
 }

@@ -185,6 +185,12 @@ pub enum BroadcastMessage<PI> {
     },
     /// "I got that already: announce lazily to me from now on."
     Prune,
+    /// "You are my parent in the tree this beacon is rebuilding": the link stays eager when
+    /// the new tree takes over.
+    Parent {
+        /// The beacon.
+        beacon: MessageId<PI>,
+    },
 }
 
 /// A broadcast message in flight.
@@ -198,7 +204,7 @@ pub struct Gossip<PI> {
     /// A hop-limited message is flooded within its limit, since the broadcast tree does not
     /// follow hop distances.
     pub hop_limit: Option<u16>,
-    /// Application data or the mesh's own heartbeat.
+    /// Application data or the mesh's own beacon.
     pub kind: GossipKind,
     /// The application payload (opaque to the core).
     pub payload: Bytes,
@@ -209,8 +215,11 @@ pub struct Gossip<PI> {
 pub enum GossipKind {
     /// Application data: delivered.
     App,
-    /// A quiet mesh's heartbeat: never delivered; its id serves partition detection.
-    Heartbeat,
+    /// The mesh's beacon: never delivered, always flooded over every link. The flood, with the
+    /// usual prune of duplicates, rebuilds the broadcast tree as a shortest-path tree from the
+    /// beacon's origin; and beacon ids let partition probes tell two halves of a quiet mesh
+    /// apart.
+    Beacon,
 }
 
 /// One id in a lazy push.
@@ -224,10 +233,11 @@ pub struct Announcement<PI> {
     pub catch_up: bool,
 }
 
-/// Partition repair: the most recent message ids a node has seen.
+/// Partition repair: what the sender knows of the mesh's recent history.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Probe<PI> {
-    /// Recent ids, each with how long ago the sender saw it.
+    /// Recent beacon ids, newest first, each with how long ago the sender saw it (this version
+    /// sends the newest one only; a receiver looks at the first).
     pub recent: Vec<RecentId<PI>>,
     /// The sender's addressing data.
     pub data: Option<PeerData>,

@@ -229,7 +229,7 @@ impl<PI: PeerIdentity, R: Rng> State<PI, R> {
             .meshes
             .remove(mesh)
             .ok_or_else(|| NotJoined(mesh.clone()))?;
-        let unsent = state.leave(now, &mut self.scratch);
+        let unsent = state.leave(now, &mut self.rng, &mut self.scratch);
         self.flush(mesh);
         Ok(unsent)
     }
@@ -260,7 +260,7 @@ impl<PI: PeerIdentity, R: Rng> State<PI, R> {
     ) -> Result<(MessageId<PI>, BroadcastStatus), BroadcastError> {
         let now = self.clock(now);
         let state = self.meshes.get_mut(mesh).ok_or(BroadcastError::NotJoined)?;
-        let result = state.broadcast(payload, options, now, &mut self.scratch);
+        let result = state.broadcast(payload, options, now, &mut self.rng, &mut self.scratch);
         self.flush(mesh);
         result
     }
@@ -304,7 +304,7 @@ impl<PI: PeerIdentity, R: Rng> State<PI, R> {
                 let meshes: Vec<MeshId> = self.meshes.keys().cloned().collect();
                 for id in meshes {
                     if let Some(state) = self.meshes.get_mut(&id) {
-                        state.peer_slow(peer, now, &mut self.scratch);
+                        state.peer_slow(peer, now, &mut self.rng, &mut self.scratch);
                     }
                     self.flush(&id);
                 }

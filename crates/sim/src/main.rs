@@ -241,6 +241,21 @@ fn main() -> anyhow::Result<()> {
             summary.simulated.as_secs_f64(),
             summary.events
         )?;
+        let t = &summary.totals;
+        writeln!(
+            out,
+            "totals: {} evictions, {} request timeouts, {} contact requests, {} probes, {} splits \
+             detected, {} beacons, {} grafts, {} prunes, {} ihave ids",
+            t.membership.evictions,
+            t.membership.request_timeouts,
+            t.membership.contact_requests,
+            t.probes_sent,
+            t.splits_detected,
+            t.beacons_sent,
+            t.broadcast.grafts_sent,
+            t.broadcast.prunes_sent,
+            t.broadcast.ihave_sent
+        )?;
     }
     let rss_after = rss_bytes();
     if let (Some(before), Some(after)) = (rss_before, rss_after) {

@@ -278,6 +278,54 @@ impl Network {
         &self.nodes[node as usize].state
     }
 
+    /// Links of the broadcast tree that only one side considers eager (each is a place where a
+    /// message stalls until a graft), and the number of eager links in all.
+    pub fn tree_asymmetry(&self) -> (usize, usize) {
+        let mut asymmetric = 0;
+        let mut eager_links = 0;
+        for n in self.live() {
+            let eager = self.state(n).eager_peers(&self.mesh).unwrap_or_default();
+            for p in eager {
+                eager_links += 1;
+                let back = self.state(p).eager_peers(&self.mesh).unwrap_or_default();
+                if self.is_alive(p) && !back.contains(&n) {
+                    asymmetric += 1;
+                }
+            }
+        }
+        (asymmetric, eager_links)
+    }
+
+    /// The sum of every live node's protocol counters.
+    pub fn total_stats(&self) -> peerchannel_proto::MeshStats {
+        let mut total = peerchannel_proto::MeshStats::default();
+        for n in self.live() {
+            let Some(s) = self.state(n).mesh_stats(&self.mesh) else {
+                continue;
+            };
+            let (m, b) = (&s.membership, &s.broadcast);
+            let tm = &mut total.membership;
+            tm.joins_received += m.joins_received;
+            tm.refusals_sent += m.refusals_sent;
+            tm.evictions += m.evictions;
+            tm.request_timeouts += m.request_timeouts;
+            tm.contact_requests += m.contact_requests;
+            tm.shuffles += m.shuffles;
+            let tb = &mut total.broadcast;
+            tb.originated += b.originated;
+            tb.received += b.received;
+            tb.duplicates += b.duplicates;
+            tb.gossip_sent += b.gossip_sent;
+            tb.ihave_sent += b.ihave_sent;
+            tb.grafts_sent += b.grafts_sent;
+            tb.prunes_sent += b.prunes_sent;
+            total.probes_sent += s.probes_sent;
+            total.splits_detected += s.splits_detected;
+            total.beacons_sent += s.beacons_sent;
+        }
+        total
+    }
+
     /// Marks a node slow: every one of its links gets [`NetConfig::slow_extra`] more latency.
     pub fn set_slow(&mut self, node: NodeId, slow: bool) {
         self.nodes[node as usize].slow = slow;

@@ -143,6 +143,8 @@ pub struct Summary {
     pub simulated: Duration,
     /// Events processed.
     pub events: u64,
+    /// The live nodes' protocol counters, summed, at the end.
+    pub totals: peerchannel_proto::MeshStats,
 }
 
 /// Runs a scenario, calling `on_round` after each measured round.
@@ -218,6 +220,17 @@ pub fn run(s: &Scenario, mut on_round: impl FnMut(&RoundReport)) -> Summary {
                 .collect(),
             _ => live.choose(net.rng()).copied().into_iter().collect(),
         };
+        if std::env::var_os("PEERCHANNEL_SIM_DEBUG").is_some() {
+            let (asym, eager) = net.tree_asymmetry();
+            let t = net.total_stats();
+            eprintln!(
+                "before round {number} at {:?}: {asym} asymmetric of {eager} eager link ends; {} beacons, {} grafts, {} evictions so far",
+                net.elapsed(),
+                t.beacons_sent,
+                t.broadcast.grafts_sent,
+                t.membership.evictions
+            );
+        }
         let r = round(&mut net, &senders);
         let report = RoundReport {
             scenario: s.kind.name(),
@@ -243,6 +256,7 @@ pub fn run(s: &Scenario, mut on_round: impl FnMut(&RoundReport)) -> Summary {
         first_rmr,
         simulated: net.elapsed(),
         events: net.stats().events,
+        totals: net.total_stats(),
     }
 }
 
@@ -301,12 +315,10 @@ pub fn round(net: &mut Network, senders: &[NodeId]) -> RoundStats {
         ids.iter()
             .all(|id| net.tracked(id).is_some_and(|t| t.deliveries >= target))
     });
-    let settle_from = full.unwrap_or(net.now()).max(net.now());
-    net.run_until(settle_from + ROUND_SETTLE);
+    // Deliveries count only within the round's window: measure them before settling.
     let live = net.live();
     let mut delivered = 0;
     let mut expected = 0;
-    let mut receptions = 0;
     let mut ldh = 0;
     for id in &ids {
         let Some(t) = net.tracked(id) else { continue };
@@ -319,9 +331,16 @@ pub fn round(net: &mut Network, senders: &[NodeId]) -> RoundStats {
                 delivered += 1;
             }
         }
-        receptions += t.receptions;
         ldh = ldh.max(t.max_hops);
     }
+    // Duplicates still in flight belong to this round's redundancy.
+    let settle_from = full.unwrap_or(net.now()).max(net.now());
+    net.run_until(settle_from + ROUND_SETTLE);
+    let receptions: u64 = ids
+        .iter()
+        .filter_map(|id| net.tracked(id))
+        .map(|t| t.receptions)
+        .sum();
     let rmr = if delivered > 0 {
         receptions as f64 / delivered as f64 - 1.0
     } else {
