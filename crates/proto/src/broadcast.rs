@@ -175,16 +175,17 @@ impl<PI: PeerIdentity> Broadcast<PI> {
         &self.eager
     }
 
-    pub(crate) fn seen_retention(&self) -> std::time::Duration {
-        self.config.seen_retention
-    }
-
     pub(crate) fn seen_len(&self) -> usize {
         self.seen.len()
     }
 
     pub(crate) fn store_bytes(&self) -> usize {
         self.store.bytes()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn has_seen(&self, id: &MessageId<PI>) -> bool {
+        self.seen.contains(id)
     }
 
     /// Whether a beacon reached this node. Recent beacons are remembered beyond the duplicate

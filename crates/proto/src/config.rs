@@ -23,17 +23,20 @@ pub struct Config {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct MembershipConfig {
-    /// Below this many neighbors a node repairs urgently: several parallel requests, and the
-    /// resolver when the passive view has no candidate. Default 3: from simulation
-    /// (`churn-1000`), where 2 left too many nodes one failure away from isolation.
+    /// Below this many neighbors a node repairs urgently: several parallel requests, and a
+    /// request for contacts to the resolver. Default 4: half the ideal (a guess), with the
+    /// ideal below.
     pub active_min: usize,
-    /// The number of neighbors a node works towards in the background. Default 5: the paper's
-    /// `log(n) + c` for meshes of a few thousand nodes, confirmed by simulation (`single-1000`):
-    /// 4 deepened the tree past the hop target, 6 bought little reliability for more links.
+    /// The number of neighbors a node works towards in the background. Default 8: from
+    /// simulation (`single-1000` and `multi-1000`, six seeds, see `crates/sim/README.md`):
+    /// with 3/5/8 the broadcast tree needed a mean 13.8 hops (max 25) and 269 ms to reach
+    /// everyone; with 4/8/12 it needs 10.7 hops (max 13) and 172 ms (max 211 ms). A denser
+    /// mesh gives the tree shorter, faster paths, for more lazy announcements per message.
     pub active_ideal: usize,
     /// The most neighbors a node accepts; a request beyond it is refused with referrals unless
-    /// it is high priority (then a random neighbor is evicted). Default 8: a guess, leaving room
-    /// for walk offers and partition-merge links above the ideal. (WCF: min 2, ideal 3, max 7.)
+    /// it is high priority (then a random neighbor is evicted). Default 12: from the same runs,
+    /// leaving room above the ideal for walk offers and partition-merge links. (WCF used min 2,
+    /// ideal 3, max 7; HyParView a fixed 5.)
     pub active_max: usize,
     /// Capacity of the passive view, the pool of known members used for repair. Default 30:
     /// from the paper.
@@ -44,8 +47,8 @@ pub struct MembershipConfig {
     /// view. Default 3: from the paper.
     pub passive_walk_length: u16,
     /// How many of the contact's neighbors a join walks out to. Default 4: the paper sends one
-    /// walk per active neighbor; capping it at `active_ideal - 1` keeps a join from evicting
-    /// more links than it creates (a guess, checked by simulation).
+    /// walk per active neighbor; from simulation (`single-1000`), 7 walks per join made the
+    /// mesh formed by joins slower to broadcast over (max 371 ms against 211 ms).
     pub join_walks: usize,
     /// How long to wait for a join or neighbor request to be answered before trying another
     /// candidate. Default 1 s: a guess, well above a QUIC handshake plus a round trip on the
@@ -70,9 +73,10 @@ pub struct MembershipConfig {
     pub contacts_backoff_max: Duration,
     /// How many contacts to ask the driver for. Default 8: a guess.
     pub contacts_wanted: usize,
-    /// How many join requests an isolated node sends at once. Default 3: from simulation
-    /// (`churn-1000 --kill-fraction 0.8`), where one at a time often chose dead peers and
-    /// waited out their timeouts in turn.
+    /// How many join requests a node that was online and lost every neighbor sends at once.
+    /// Default 3: a guess. After a mass failure most of its passive view is dead, and each dead
+    /// candidate costs a request timeout; `churn-1000 --kill-fraction 0.8` delivers to every
+    /// survivor in the first round with it.
     pub isolated_parallel: usize,
 }
 
@@ -85,7 +89,7 @@ impl Default for MembershipConfig {
             passive_capacity: 30,
             active_walk_length: 6,
             passive_walk_length: 3,
-            join_walks: 7,
+            join_walks: 4,
             request_timeout: Duration::from_secs(1),
             fill_interval: Duration::from_secs(1),
             shuffle_interval: Duration::from_secs(30),
@@ -139,9 +143,10 @@ pub struct BroadcastConfig {
     pub optimization_threshold: Option<u16>,
     /// A beacon rebuilds the tree in the background: each node notes its parent in the
     /// beacon's flood and the children that name it, and switches to the new tree this long
-    /// after the beacon first reached it. Meanwhile messages use the old tree. Default 1 s:
-    /// from simulation, several times the 300-400 ms a beacon takes to cross 1,000 to 10,000
-    /// nodes (`single-10000`).
+    /// after the beacon first reached it. Meanwhile messages use the old tree; for as long
+    /// again after the switch, duplicates prune nothing (messages sent before the switch still
+    /// arrive over old and new links). Default 1 s: several times the 250 ms a message takes
+    /// to cross 10,000 nodes in simulation (`single-10000`).
     pub rebuild_delay: Duration,
     /// How long message ids are remembered to drop duplicates. Default 2 min: a guess, well
     /// above the time a message takes to cross a mesh and the partition-probe window.

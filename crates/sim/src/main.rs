@@ -1,9 +1,10 @@
 //! `peerchannel-sim`: runs a scenario and prints one JSON object per round.
 
 use std::io::Write;
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::{Parser, ValueEnum};
 use peerchannel_proto::BroadcastMode;
 use peerchannel_sim::{Kind, Scenario, run};
@@ -109,7 +110,24 @@ fn parse_range(s: &str) -> Result<(u64, u64), String> {
     Ok((lo, hi))
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
+    match run_main() {
+        Ok(()) => ExitCode::SUCCESS,
+        // `peerchannel-sim ... | head` closes the pipe early: that is not an error.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_main() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.nodes < 2 {
         bail!("--nodes must be at least 2");
@@ -199,7 +217,7 @@ fn main() -> anyhow::Result<()> {
         }
     });
     if let Some(e) = write_err {
-        return Err(e).context("writing the results");
+        return Err(e);
     }
     let wall = started.elapsed();
     if !args.json {
