@@ -504,9 +504,9 @@ impl<PI: PeerIdentity> Broadcast<PI> {
         }
         let announcements: Vec<_> = self
             .store
-            .recent(now, window, catch_up)
+            // The peer's own messages are no news to it: they take no place in the batch.
+            .recent(now, window, catch_up, |g| g.id.origin != peer)
             .into_iter()
-            .filter(|g| g.id.origin != peer)
             .map(|g| Announcement {
                 id: g.id,
                 hops: g.hops,

@@ -122,14 +122,22 @@ impl<PI: PeerIdentity> Store<PI> {
         }
     }
 
-    /// Up to `max` of the newest messages younger than `window`, oldest first.
-    pub(crate) fn recent(&self, now: Instant, window: Duration, max: usize) -> Vec<&Gossip<PI>> {
+    /// Up to `max` of the newest messages younger than `window` for which `wanted` holds,
+    /// oldest first.
+    pub(crate) fn recent(
+        &self,
+        now: Instant,
+        window: Duration,
+        max: usize,
+        wanted: impl Fn(&Gossip<PI>) -> bool,
+    ) -> Vec<&Gossip<PI>> {
         let mut out: Vec<_> = self
             .order
             .iter()
             .rev()
             .take_while(|(at, _)| now.saturating_duration_since(*at) < window)
             .filter_map(|(_, id)| self.map.get(id))
+            .filter(|g| wanted(g))
             .take(max)
             .collect();
         out.reverse();
@@ -193,7 +201,7 @@ mod tests {
             "a payload larger than the store is not kept"
         );
         let recent: Vec<_> = s
-            .recent(t0, Duration::from_secs(1), 10)
+            .recent(t0, Duration::from_secs(1), 10, |_| true)
             .iter()
             .map(|g| g.id.seq)
             .collect();
