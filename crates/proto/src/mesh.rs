@@ -115,7 +115,7 @@ pub struct MeshStats {
 pub type Filter<PI> = Box<dyn FnMut(&Gossip<PI>, &PI) -> Propagation + Send>;
 
 /// What a mesh asks of the node.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) enum MeshOut<PI> {
     Send(PI, MeshMessage<PI>),
     PeerData(PI, PeerData),
@@ -606,4 +606,578 @@ impl<PI: PeerIdentity> Mesh<PI> {
 /// usually speaks first and the others, hearing it, stay silent.
 fn quiet_delay<R: Rng>(interval: Duration, rng: &mut R) -> Duration {
     interval + interval.mul_f64(rng.random_range(0.0..1.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+    use crate::config::{BroadcastConfig, MembershipConfig};
+    use crate::message::{Announcement, MembershipMessage, Priority};
+
+    #[test]
+    fn a_message_published_offline_is_queued_and_goes_out_on_the_first_link() {
+        let mut n = Node::new(1, config());
+        let (first, out) = n.publish("first", BroadcastOptions::default());
+        let (first, status) = first.unwrap();
+        assert_eq!(status, BroadcastStatus::Queued);
+        assert!(out.is_empty(), "nothing to send to: {out:?}");
+        let (second, _) = n.publish("second", BroadcastOptions::hop_limit(2));
+        let (second, _) = second.unwrap();
+        assert_eq!(second.seq, first.seq + 1);
+        assert_eq!(n.mesh.stats().queued, 2);
+
+        let out = n.neighbor_joins(2);
+        assert_eq!(
+            out,
+            vec![
+                MeshOut::Event(MeshEvent::Online),
+                MeshOut::Event(MeshEvent::NeighborUp(2)),
+                MeshOut::Send(2, join_accepted()),
+                MeshOut::Send(2, broadcast(BroadcastMessage::Graft { id: None })),
+                MeshOut::Send(2, gossip(first, 1, None, "first")),
+                MeshOut::Send(2, gossip(second, 1, Some(2), "second")),
+            ],
+            "the queue goes out in order, with its hop limits, once the link is up"
+        );
+        assert_eq!(n.mesh.stats().queued, 0);
+    }
+
+    #[test]
+    fn a_full_offline_queue_refuses_and_queues_nothing() {
+        let mut cfg = config();
+        cfg.mesh.offline_queue_messages = 2;
+        let mut n = Node::new(1, cfg);
+        let (a, _) = n.publish("aa", BroadcastOptions::default());
+        let (b, _) = n.publish("bbb", BroadcastOptions::default());
+        let (a, b) = (a.unwrap().0, b.unwrap().0);
+        let (refused, out) = n.publish("c", BroadcastOptions::default());
+        assert_eq!(
+            refused,
+            Err(BroadcastError::OfflineQueueFull {
+                messages: 2,
+                bytes: 5
+            })
+        );
+        assert!(out.is_empty());
+        assert_eq!(n.mesh.stats().queued, 2);
+
+        let sent = gossip_sends(&n.neighbor_joins(2));
+        assert_eq!(
+            sent,
+            vec![(2, a), (2, b)],
+            "the refused message never goes out"
+        );
+        // The refusal used no sequence number.
+        let (next, _) = n.publish("d", BroadcastOptions::default());
+        assert_eq!(
+            next.unwrap(),
+            (
+                MessageId {
+                    origin: 1,
+                    seq: b.seq + 1
+                },
+                BroadcastStatus::Sent
+            )
+        );
+    }
+
+    #[test]
+    fn the_offline_queue_is_bounded_in_bytes() {
+        let mut cfg = config();
+        cfg.mesh.offline_queue_bytes = 6;
+        let mut n = Node::new(1, cfg);
+        assert!(n.publish("abc", BroadcastOptions::default()).0.is_ok());
+        assert!(n.publish("def", BroadcastOptions::default()).0.is_ok());
+        assert_eq!(
+            n.publish("g", BroadcastOptions::default()).0,
+            Err(BroadcastError::OfflineQueueFull {
+                messages: 2,
+                bytes: 6
+            })
+        );
+        assert_eq!(n.mesh.stats().queued, 2);
+    }
+
+    #[test]
+    fn leaving_reports_the_messages_never_sent() {
+        let mut n = Node::new(1, config());
+        for payload in ["a", "b", "c"] {
+            n.publish(payload, BroadcastOptions::default()).0.unwrap();
+        }
+        let mut out = Vec::new();
+        assert_eq!(n.mesh.leave(n.now, &mut n.rng, &mut out), 3);
+        assert_eq!(n.mesh.stats().queued, 0);
+        assert!(out.is_empty(), "no neighbor to say goodbye to: {out:?}");
+    }
+
+    #[test]
+    fn a_hop_limit_of_zero_is_refused_online_and_offline() {
+        let mut n = Node::new(1, config());
+        let (offline, out) = n.publish("x", BroadcastOptions::hop_limit(0));
+        assert_eq!(offline, Err(BroadcastError::ZeroHopLimit));
+        assert!(out.is_empty());
+        assert_eq!(n.mesh.stats().queued, 0, "a refused message is not queued");
+        n.neighbor_joins(2);
+        let (online, out) = n.publish("x", BroadcastOptions::hop_limit(0));
+        assert_eq!(online, Err(BroadcastError::ZeroHopLimit));
+        assert!(out.is_empty(), "a refused message is not sent: {out:?}");
+        assert_eq!(n.mesh.stats().broadcast.originated, 0);
+    }
+
+    #[test]
+    fn online_comes_before_the_first_neighbor_and_offline_after_the_last() {
+        let mut n = Node::new(1, config());
+        let mut out = n.neighbor_joins(2);
+        out.extend(n.neighbor_joins(3));
+        assert!(n.mesh.is_online());
+        out.extend(n.link_lost(2));
+        assert!(n.mesh.is_online());
+        out.extend(n.receive(
+            3,
+            MeshMessage::Membership(MembershipMessage::Disconnect {
+                reason: DisconnectReason::Leaving,
+            }),
+        ));
+        assert!(!n.mesh.is_online());
+        out.extend(n.neighbor_joins(4));
+        assert_eq!(
+            events(&out),
+            vec![
+                MeshEvent::Online,
+                MeshEvent::NeighborUp(2),
+                MeshEvent::NeighborUp(3),
+                MeshEvent::NeighborDown(2, DisconnectReason::LinkLost),
+                MeshEvent::NeighborDown(3, DisconnectReason::Leaving),
+                MeshEvent::Offline,
+                MeshEvent::Online,
+                MeshEvent::NeighborUp(4),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_new_link_is_told_of_recent_messages_but_not_of_its_own() {
+        let mut cfg = config();
+        cfg.mesh.catch_up_window = Duration::from_secs(10);
+        cfg.mesh.catch_up_messages = 2;
+        let mut n = Node::new(1, cfg);
+        n.neighbor_joins(2);
+        let old = MessageId { origin: 9, seq: 0 };
+        n.receive(2, gossip(old, 1, None, "old"));
+        n.advance(Duration::from_secs(15));
+        let (a, b, own) = (
+            MessageId { origin: 9, seq: 1 },
+            MessageId { origin: 8, seq: 0 },
+            MessageId { origin: 3, seq: 0 },
+        );
+        n.receive(2, gossip(a, 2, None, "a"));
+        n.receive(2, gossip(b, 1, None, "b"));
+        n.receive(2, gossip(own, 3, None, "own"));
+        let up = n.neighbor_joins(3);
+        assert!(
+            !up.contains(&MeshOut::Send(
+                3,
+                broadcast(BroadcastMessage::Graft { id: None })
+            )),
+            "a node already in the tree starts a new link lazy"
+        );
+        let out = n.advance(BroadcastConfig::default().ihave_delay);
+        let catch_up = |id, hops| Announcement {
+            id,
+            hops,
+            catch_up: true,
+        };
+        // The two newest messages, oldest first; not the peer's own message, and not the one
+        // older than the window.
+        assert_eq!(
+            out,
+            vec![MeshOut::Send(
+                3,
+                broadcast(BroadcastMessage::IHave(vec![
+                    catch_up(a, 2),
+                    catch_up(b, 1)
+                ]))
+            )]
+        );
+    }
+
+    #[test]
+    fn a_disruption_floods_a_beacon_within_the_delay() {
+        let mut n = Node::new(1, config());
+        n.neighbor_joins(2);
+        n.neighbor_joins(3);
+        let out = n.advance(BEACON_AFTER_DISRUPTION.end);
+        let beacons = beacon_sends(&out);
+        assert_eq!(beacons.len(), 2, "one beacon, to every neighbor: {out:?}");
+        let id = beacons[0].1.id;
+        assert_eq!(id.origin, 1);
+        let expected = Gossip {
+            id,
+            hops: 1,
+            hop_limit: None,
+            kind: GossipKind::Beacon,
+            payload: Bytes::new(),
+        };
+        assert_eq!(beacons, vec![(2, expected.clone()), (3, expected)]);
+        assert_eq!(n.mesh.stats().beacons_sent, 1);
+        // A stable mesh sends no more (no periodic beacons by default).
+        let later = n.advance(Duration::from_secs(600));
+        assert_eq!(beacon_sends(&later), vec![]);
+    }
+
+    #[test]
+    fn another_nodes_beacon_makes_ours_unnecessary() {
+        let mut n = Node::new(1, config());
+        n.neighbor_joins(2);
+        n.neighbor_joins(3);
+        n.advance(Duration::from_secs(1));
+        let beacon = MessageId { origin: 9, seq: 0 };
+        let out = n.receive(2, beacon_gossip(beacon, 1));
+        assert_eq!(
+            out,
+            vec![
+                MeshOut::Send(2, broadcast(BroadcastMessage::Parent { beacon })),
+                MeshOut::Send(3, beacon_gossip(beacon, 2)),
+            ],
+            "a beacon names its parent and floods on"
+        );
+        n.advance(Duration::from_secs(60));
+        assert_eq!(n.mesh.stats().beacons_sent, 0);
+    }
+
+    #[test]
+    fn a_beacon_rebuilds_the_tree_after_the_rebuild_delay() {
+        let mut n = Node::new(1, config());
+        for p in [2, 3, 4] {
+            n.neighbor_joins(p);
+        }
+        assert_eq!(
+            n.eager(),
+            vec![2],
+            "the first link is the node's way into the tree"
+        );
+        n.advance(Duration::from_secs(1));
+        let beacon = MessageId { origin: 9, seq: 0 };
+        n.receive(3, beacon_gossip(beacon, 1));
+        n.advance(Duration::from_millis(50));
+        // 4 names us its parent; 2's copy of the flood is a duplicate, which prunes nothing.
+        assert_eq!(
+            n.receive(4, broadcast(BroadcastMessage::Parent { beacon })),
+            vec![]
+        );
+        assert_eq!(n.receive(2, beacon_gossip(beacon, 3)), vec![]);
+        let before = n.advance(Duration::from_millis(949));
+        assert_eq!(before, vec![]);
+        assert_eq!(
+            n.eager(),
+            vec![2],
+            "messages use the old tree until the switch"
+        );
+        let switch = n.advance(Duration::from_millis(1));
+        assert_eq!(
+            switch,
+            vec![
+                MeshOut::Send(2, broadcast(BroadcastMessage::Prune)),
+                MeshOut::Send(3, broadcast(BroadcastMessage::Graft { id: None })),
+                MeshOut::Send(4, broadcast(BroadcastMessage::Graft { id: None })),
+            ],
+            "each changed link is announced to its other side"
+        );
+        assert_eq!(n.eager(), vec![3, 4], "the parent and the child");
+
+        // Right after the switch, copies over old and new links are expected: no prune.
+        let m = MessageId { origin: 8, seq: 0 };
+        n.receive(3, gossip(m, 1, None, "m"));
+        assert_eq!(prunes(&n.receive(4, gossip(m, 2, None, "m"))), vec![]);
+        n.advance(BroadcastConfig::default().rebuild_delay);
+        let m = MessageId { origin: 8, seq: 1 };
+        n.receive(3, gossip(m, 1, None, "m"));
+        assert_eq!(prunes(&n.receive(4, gossip(m, 2, None, "m"))), vec![4]);
+    }
+
+    #[test]
+    fn a_probe_with_a_beacon_never_seen_while_online_links_the_two_sides() {
+        let mut n = Node::new(1, config());
+        n.neighbor_joins(2);
+        n.advance_quietly(Duration::from_secs(10));
+        // The other side saw this beacon 3 s ago: 7 s after we came online.
+        let probe = probe_of(MessageId { origin: 9, seq: 4 }, 3_000);
+        let out = n.receive(7, MeshMessage::Probe(probe));
+        assert_eq!(
+            out,
+            vec![
+                MeshOut::Send(
+                    7,
+                    MeshMessage::ProbeReply(Probe {
+                        recent: vec![],
+                        data: None
+                    })
+                ),
+                MeshOut::Send(
+                    7,
+                    MeshMessage::Membership(MembershipMessage::Neighbor {
+                        priority: Priority::High,
+                        data: None
+                    })
+                ),
+            ]
+        );
+        assert_eq!(n.mesh.stats().splits_detected, 1);
+    }
+
+    #[test]
+    fn a_probe_with_a_beacon_we_saw_changes_nothing() {
+        let mut n = Node::new(1, config());
+        n.neighbor_joins(2);
+        n.advance_quietly(Duration::from_secs(5));
+        let beacon = MessageId { origin: 9, seq: 4 };
+        n.receive(2, beacon_gossip(beacon, 1));
+        n.advance_quietly(Duration::from_secs(5));
+        let out = n.receive(7, MeshMessage::Probe(probe_of(beacon, 4_000)));
+        let recent = vec![RecentId {
+            id: beacon,
+            age_ms: 5_000,
+        }];
+        assert_eq!(
+            out,
+            vec![MeshOut::Send(
+                7,
+                MeshMessage::ProbeReply(Probe { recent, data: None })
+            )]
+        );
+        assert_eq!(n.mesh.stats().splits_detected, 0);
+    }
+
+    #[test]
+    fn a_probe_with_a_beacon_from_before_we_were_online_changes_nothing() {
+        let mut n = Node::new(1, config());
+        n.neighbor_joins(2);
+        n.advance_quietly(Duration::from_secs(10));
+        // Sent 1 s after we came online: within the grace period, it may not have reached us.
+        let early = probe_of(MessageId { origin: 9, seq: 4 }, 9_000);
+        assert_eq!(
+            probe_requests(&n.receive(7, MeshMessage::Probe(early))),
+            vec![]
+        );
+        // Seen by the other side less than the grace period ago: it may still be on its way.
+        let young = probe_of(MessageId { origin: 9, seq: 5 }, 1_000);
+        assert_eq!(
+            probe_requests(&n.receive(7, MeshMessage::Probe(young))),
+            vec![]
+        );
+        assert_eq!(n.mesh.stats().splits_detected, 0);
+    }
+
+    #[test]
+    fn a_probe_reply_with_an_unseen_beacon_links_up_too() {
+        let mut n = Node::new(1, config());
+        n.neighbor_joins(2);
+        n.advance_quietly(Duration::from_secs(10));
+        let reply = probe_of(MessageId { origin: 9, seq: 4 }, 3_000);
+        let out = n.receive(7, MeshMessage::ProbeReply(reply));
+        assert_eq!(probe_requests(&out), vec![7]);
+    }
+
+    // --- helpers ----------------------------------------------------------------------------
+
+    /// Small views and no periodic work, so that outputs are only what a test causes.
+    fn config() -> Config {
+        Config {
+            membership: MembershipConfig {
+                active_min: 1,
+                active_ideal: 3,
+                active_max: 5,
+                shuffle_interval: Duration::from_secs(3600),
+                ..Default::default()
+            },
+            broadcast: BroadcastConfig::default(),
+            mesh: MeshConfig {
+                probe_interval: None,
+                ..Default::default()
+            },
+        }
+    }
+
+    /// What a broadcast returned, and what the mesh sent.
+    type Published = (
+        Result<(MessageId<u32>, BroadcastStatus), BroadcastError>,
+        Vec<MeshOut<u32>>,
+    );
+
+    /// One node's view of a mesh, driven by hand on its own clock.
+    struct Node {
+        mesh: Mesh<u32>,
+        rng: ChaCha8Rng,
+        now: Instant,
+    }
+
+    impl Node {
+        /// A node that has joined with no contact (it has asked for some; that is dropped).
+        fn new(me: u32, config: Config) -> Self {
+            let now = Instant::now();
+            let mut rng = ChaCha8Rng::seed_from_u64(u64::from(me));
+            let mut mesh = Mesh::new(me, None, config, now, &mut rng);
+            mesh.join(Vec::new(), now, &mut rng, &mut Vec::new());
+            Self { mesh, rng, now }
+        }
+
+        fn receive(&mut self, from: u32, message: MeshMessage<u32>) -> Vec<MeshOut<u32>> {
+            let mut out = Vec::new();
+            self.mesh
+                .handle_message(from, message, self.now, &mut self.rng, &mut out);
+            out
+        }
+
+        /// `peer` joins through this node, which accepts it.
+        fn neighbor_joins(&mut self, peer: u32) -> Vec<MeshOut<u32>> {
+            self.receive(
+                peer,
+                MeshMessage::Membership(MembershipMessage::Join { data: None }),
+            )
+        }
+
+        fn link_lost(&mut self, peer: u32) -> Vec<MeshOut<u32>> {
+            let mut out = Vec::new();
+            self.mesh
+                .peer_disconnected(peer, self.now, &mut self.rng, &mut out);
+            out
+        }
+
+        fn publish(&mut self, payload: &'static str, options: BroadcastOptions) -> Published {
+            let mut out = Vec::new();
+            let payload = Bytes::from_static(payload.as_bytes());
+            let result =
+                self.mesh
+                    .broadcast(|_| payload, options, self.now, &mut self.rng, &mut out);
+            (result, out)
+        }
+
+        /// Moves the clock forward by `by`, firing every timer due on the way, in order.
+        fn advance(&mut self, by: Duration) -> Vec<MeshOut<u32>> {
+            let until = self.now + by;
+            let mut out = Vec::new();
+            while let Some(at) = self.mesh.poll_timeout().filter(|at| *at <= until) {
+                self.now = self.now.max(at);
+                self.mesh.handle_timeout(self.now, &mut self.rng, &mut out);
+            }
+            self.now = until;
+            out
+        }
+
+        /// Moves the clock forward without firing timers (calling late is allowed).
+        fn advance_quietly(&mut self, by: Duration) {
+            self.now += by;
+        }
+
+        fn eager(&self) -> Vec<u32> {
+            self.mesh.eager().copied().collect()
+        }
+    }
+
+    fn broadcast(message: BroadcastMessage<u32>) -> MeshMessage<u32> {
+        MeshMessage::Broadcast(message)
+    }
+
+    fn gossip(
+        id: MessageId<u32>,
+        hops: u16,
+        hop_limit: Option<u16>,
+        payload: &'static str,
+    ) -> MeshMessage<u32> {
+        broadcast(BroadcastMessage::Gossip(Gossip {
+            id,
+            hops,
+            hop_limit,
+            kind: GossipKind::App,
+            payload: Bytes::from_static(payload.as_bytes()),
+        }))
+    }
+
+    fn beacon_gossip(id: MessageId<u32>, hops: u16) -> MeshMessage<u32> {
+        broadcast(BroadcastMessage::Gossip(Gossip {
+            id,
+            hops,
+            hop_limit: None,
+            kind: GossipKind::Beacon,
+            payload: Bytes::new(),
+        }))
+    }
+
+    fn join_accepted() -> MeshMessage<u32> {
+        MeshMessage::Membership(MembershipMessage::JoinReply {
+            accepted: true,
+            referrals: vec![],
+        })
+    }
+
+    fn probe_of(beacon: MessageId<u32>, age_ms: u32) -> Probe<u32> {
+        Probe {
+            recent: vec![RecentId { id: beacon, age_ms }],
+            data: None,
+        }
+    }
+
+    fn events(out: &[MeshOut<u32>]) -> Vec<MeshEvent<u32>> {
+        out.iter()
+            .filter_map(|o| match o {
+                MeshOut::Event(e) => Some(e.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Application messages pushed in full: to whom, which.
+    fn gossip_sends(out: &[MeshOut<u32>]) -> Vec<(u32, MessageId<u32>)> {
+        out.iter()
+            .filter_map(|o| match o {
+                MeshOut::Send(to, MeshMessage::Broadcast(BroadcastMessage::Gossip(g)))
+                    if g.kind == GossipKind::App =>
+                {
+                    Some((*to, g.id))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn beacon_sends(out: &[MeshOut<u32>]) -> Vec<(u32, Gossip<u32>)> {
+        out.iter()
+            .filter_map(|o| match o {
+                MeshOut::Send(to, MeshMessage::Broadcast(BroadcastMessage::Gossip(g)))
+                    if g.kind == GossipKind::Beacon =>
+                {
+                    Some((*to, g.clone()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn prunes(out: &[MeshOut<u32>]) -> Vec<u32> {
+        out.iter()
+            .filter_map(|o| match o {
+                MeshOut::Send(to, MeshMessage::Broadcast(BroadcastMessage::Prune)) => Some(*to),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Peers asked to become neighbors with high priority.
+    fn probe_requests(out: &[MeshOut<u32>]) -> Vec<u32> {
+        out.iter()
+            .filter_map(|o| match o {
+                MeshOut::Send(
+                    to,
+                    MeshMessage::Membership(MembershipMessage::Neighbor {
+                        priority: Priority::High,
+                        ..
+                    }),
+                ) => Some(*to),
+                _ => None,
+            })
+            .collect()
+    }
 }

@@ -361,6 +361,12 @@ impl<PI: PeerIdentity, R: Rng> State<PI, R> {
         self.meshes.get(mesh).map(|m| m.eager().copied().collect())
     }
 
+    /// Whether any mesh needs a link to `peer` (a neighbor, or a request under way). A driver
+    /// may close links that no mesh uses once they have been idle for a while.
+    pub fn uses(&self, peer: &PI) -> bool {
+        self.meshes.values().any(|m| m.uses(peer))
+    }
+
     /// Whether a mesh has at least one neighbor.
     pub fn is_online(&self, mesh: &MeshId) -> bool {
         self.meshes.get(mesh).is_some_and(|m| m.is_online())
@@ -453,5 +459,225 @@ impl<PI: PeerIdentity, R> std::fmt::Debug for State<PI, R> {
             .field("me", &self.me)
             .field("meshes", &self.meshes.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+    use crate::mesh::MeshEvent;
+    use crate::message::{BroadcastMessage, Gossip, GossipKind, Priority, Probe};
+
+    #[test]
+    fn a_request_for_a_mesh_we_are_not_in_gets_not_a_member() {
+        let now = Instant::now();
+        let mut node = node(1);
+        let other = mesh("other");
+        let asks = [
+            MeshMessage::Membership(MembershipMessage::Join { data: None }),
+            MeshMessage::Membership(MembershipMessage::Neighbor {
+                priority: Priority::High,
+                data: None,
+            }),
+            MeshMessage::Probe(Probe {
+                recent: vec![],
+                data: None,
+            }),
+        ];
+        for body in asks {
+            node.handle(message(2, &other, body.clone()), now);
+            assert_eq!(
+                drain(&mut node),
+                vec![OutEvent::SendMessage {
+                    to: 2,
+                    message: Message {
+                        mesh: other.clone(),
+                        body: MeshMessage::Membership(MembershipMessage::Disconnect {
+                            reason: DisconnectReason::NotMember,
+                        }),
+                    },
+                }],
+                "answer to {body:?}"
+            );
+        }
+        // Anything else for an unknown mesh is dropped and counted, never answered.
+        let gossip = MeshMessage::Broadcast(BroadcastMessage::Gossip(Gossip {
+            id: MessageId { origin: 2, seq: 0 },
+            hops: 1,
+            hop_limit: None,
+            kind: GossipKind::App,
+            payload: Bytes::from_static(b"hi"),
+        }));
+        node.handle(message(2, &other, gossip), now);
+        assert_eq!(drain(&mut node), vec![]);
+        assert_eq!(node.stats().unknown_mesh, 4);
+    }
+
+    #[test]
+    fn a_peer_is_disconnected_only_when_no_mesh_uses_it() {
+        let now = Instant::now();
+        let (a, b) = (mesh("a"), mesh("b"));
+        let mut node = node(1);
+        node.join(a.clone(), Config::default(), vec![], now)
+            .unwrap();
+        node.join(b.clone(), Config::default(), vec![], now)
+            .unwrap();
+        for m in [&a, &b] {
+            for peer in [2, 3] {
+                let join = MeshMessage::Membership(MembershipMessage::Join { data: None });
+                node.handle(message(peer, m, join), now);
+            }
+        }
+        drain(&mut node);
+
+        // 2 leaves mesh a but is still our neighbor in b.
+        let bye = MeshMessage::Membership(MembershipMessage::Disconnect {
+            reason: DisconnectReason::Leaving,
+        });
+        node.handle(message(2, &a, bye.clone()), now);
+        assert_eq!(disconnects(&drain(&mut node)), vec![]);
+        node.handle(message(2, &b, bye), now);
+        assert_eq!(disconnects(&drain(&mut node)), vec![2]);
+
+        // 3's link fails: every mesh lets go of it, and the link is closed once.
+        node.handle(InEvent::PeerDisconnected { peer: 3 }, now);
+        let out = drain(&mut node);
+        assert_eq!(disconnects(&out), vec![3]);
+        let downs: Vec<_> = out
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    OutEvent::Event {
+                        event: MeshEvent::NeighborDown(3, DisconnectReason::LinkLost),
+                        ..
+                    }
+                )
+            })
+            .collect();
+        assert_eq!(downs.len(), 2, "one neighbor-down per mesh: {out:?}");
+    }
+
+    #[test]
+    fn leaving_one_mesh_keeps_the_links_another_mesh_uses() {
+        let now = Instant::now();
+        let (a, b) = (mesh("a"), mesh("b"));
+        let mut node = node(1);
+        node.join(a.clone(), Config::default(), vec![], now)
+            .unwrap();
+        node.join(b.clone(), Config::default(), vec![], now)
+            .unwrap();
+        let join = MeshMessage::Membership(MembershipMessage::Join { data: None });
+        node.handle(message(2, &a, join.clone()), now);
+        node.handle(message(2, &b, join.clone()), now);
+        node.handle(message(3, &a, join), now);
+        drain(&mut node);
+
+        assert_eq!(node.leave(&a, now), Ok(0));
+        let out = drain(&mut node);
+        let bye = |to| OutEvent::SendMessage {
+            to,
+            message: Message {
+                mesh: a.clone(),
+                body: MeshMessage::Membership(MembershipMessage::Disconnect {
+                    reason: DisconnectReason::Leaving,
+                }),
+            },
+        };
+        assert!(out.contains(&bye(2)) && out.contains(&bye(3)), "{out:?}");
+        assert_eq!(disconnects(&out), vec![3], "mesh b still uses 2");
+        assert_eq!(node.meshes().collect::<Vec<_>>(), vec![&b]);
+        assert_eq!(node.leave(&a, now), Err(NotJoined(a)));
+    }
+
+    #[test]
+    fn joining_twice_is_refused() {
+        let now = Instant::now();
+        let mut node = node(1);
+        let a = mesh("a");
+        node.join(a.clone(), Config::default(), vec![PeerInfo::new(2)], now)
+            .unwrap();
+        drain(&mut node);
+        assert_eq!(
+            node.join(a.clone(), Config::default(), vec![PeerInfo::new(3)], now),
+            Err(JoinError::AlreadyJoined(a.clone()))
+        );
+        assert_eq!(
+            drain(&mut node),
+            vec![],
+            "the first membership is untouched"
+        );
+        assert_eq!(node.meshes().count(), 1);
+    }
+
+    #[test]
+    fn an_earlier_time_counts_as_the_latest_one_seen() {
+        let t0 = Instant::now();
+        let mut node = node(1);
+        node.handle_timeout(t0 + Duration::from_secs(10));
+        // Joined "at t0", which is in the past: the join request's deadline runs from t0 + 10 s.
+        let a = mesh("a");
+        node.join(a.clone(), Config::default(), vec![PeerInfo::new(2)], t0)
+            .unwrap();
+        drain(&mut node);
+        let timeout = Config::default().membership.request_timeout;
+        assert_eq!(
+            node.poll_timeout(),
+            Some(t0 + Duration::from_secs(10) + timeout)
+        );
+        // A timer call from the past acts on nothing.
+        node.handle_timeout(t0 + Duration::from_secs(2));
+        assert_eq!(drain(&mut node), vec![]);
+        assert_eq!(node.mesh_stats(&a).unwrap().membership.request_timeouts, 0);
+        node.handle_timeout(t0 + Duration::from_secs(10) + timeout);
+        assert_eq!(disconnects(&drain(&mut node)), vec![2]);
+        assert_eq!(node.mesh_stats(&a).unwrap().membership.request_timeouts, 1);
+    }
+
+    #[test]
+    fn a_broadcast_to_a_mesh_we_are_not_in_is_refused() {
+        let now = Instant::now();
+        let mut node = node(1);
+        let result = node.broadcast(&mesh("a"), Bytes::new(), BroadcastOptions::default(), now);
+        assert_eq!(result, Err(BroadcastError::NotJoined));
+        assert!(node.set_filter(&mesh("a"), None).is_err());
+    }
+
+    // --- helpers ----------------------------------------------------------------------------
+
+    fn node(me: u32) -> State<u32, ChaCha8Rng> {
+        State::new(me, None, ChaCha8Rng::seed_from_u64(u64::from(me)))
+    }
+
+    fn mesh(name: &str) -> MeshId {
+        MeshId::new(name).expect("a valid test mesh id")
+    }
+
+    fn message(from: u32, mesh: &MeshId, body: MeshMessage<u32>) -> InEvent<u32> {
+        InEvent::Message {
+            from,
+            message: Message {
+                mesh: mesh.clone(),
+                body,
+            },
+        }
+    }
+
+    fn drain(node: &mut State<u32, ChaCha8Rng>) -> Vec<OutEvent<u32>> {
+        std::iter::from_fn(|| node.poll_event()).collect()
+    }
+
+    fn disconnects(out: &[OutEvent<u32>]) -> Vec<u32> {
+        out.iter()
+            .filter_map(|e| match e {
+                OutEvent::DisconnectPeer { peer } => Some(*peer),
+                _ => None,
+            })
+            .collect()
     }
 }
