@@ -1,10 +1,25 @@
 //! peerchannel: multiparty peer-to-peer messaging over named meshes.
 #![warn(missing_docs)]
 
+mod actor;
+pub mod addresses;
+mod envelope;
+pub mod error;
 pub mod id;
 pub mod identity;
+mod link;
+pub mod mesh;
+pub mod node;
 pub mod resolver;
+mod socket;
 pub mod tls;
 
+pub use error::{BindError, ChannelError, JoinError, NodeClosed, RecvError, SendError};
 pub use id::PeerId;
-pub use peerchannel_proto::{MeshAddress, MeshId};
+pub use identity::Identity;
+pub use mesh::{
+    Channel, Event, FilterInput, LeaveReport, Mesh, MeshOptions, PropagationFilter, RawChannel,
+    Received, SendOptions, SendStatus,
+};
+pub use node::{Node, NodeConfig};
+pub use peerchannel_proto::{DisconnectReason, MeshAddress, MeshId, Propagation};

@@ -1,0 +1,902 @@
+//! The node's task: it owns the protocol core ([`peerchannel_proto::State`]) and drives it
+//! from commands, link events, incoming connections, timers and resolver answers, carrying
+//! out what the core asks (sending, dialing, resolving, delivering).
+//!
+//! Everything the core decides happens here, on one task, so the core needs no locks; link
+//! reading, writing, dialing and resolving run on tasks of their own and report back.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::future::select_ok;
+use peerchannel_proto::{
+    BroadcastError, BroadcastOptions, BroadcastStatus, Gossip, InEvent, MeshAddress, MeshEvent,
+    MeshId, MeshStats, OutEvent, PeerInfo, Propagation, State,
+};
+use rand::SeedableRng;
+use rand_chacha::ChaCha12Rng;
+use ring::rand::SecureRandom;
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use crate::envelope::{Envelope, EnvelopeRef};
+use crate::error::{JoinError, SendError};
+use crate::link::{self, Lane, Link, LinkEvent, close_code};
+use crate::mesh::{Event, FilterInput, MeshOptions, MeshShared, Received, SendOptions, SendStatus};
+use crate::node::NodeConfig;
+use crate::resolver::{MultiResolver, PeerAddr, RegistrationHandle, Resolver, spawn_registration};
+use crate::socket::KillableSocket;
+use crate::tls::{self, ExpectedPeer};
+use crate::{PeerId, addresses};
+
+/// Link events waiting for the node's task; when full, link readers wait, and QUIC flow
+/// control slows the senders.
+const LINK_EVENT_QUEUE: usize = 4096;
+
+/// Frames kept for a peer while its link is being dialed.
+const PENDING_FRAMES: usize = 1024;
+
+/// Handshakes of incoming connections under way at once; more are refused.
+const MAX_PENDING_HANDSHAKES: usize = 64;
+
+/// How long a link no mesh uses stays open, in case a mesh needs it again.
+const LINGER: Duration = Duration::from_secs(5);
+
+/// How long a forwarded message waits for room in a neighbor's queue before that neighbor is
+/// routed around (it becomes lazy).
+const SLOW_WAIT: Duration = Duration::from_millis(100);
+
+/// A neighbor whose queue stays full this long is disconnected.
+const SLOW_DISCONNECT: Duration = Duration::from_secs(10);
+
+/// How often links are checked for disuse and slowness.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Peers whose addresses are remembered.
+const ADDRESS_BOOK: usize = 10_000;
+
+/// How long a dial may take before it counts as failed (QUIC gives up on a silent address
+/// after its idle timeout, 3 s by default).
+const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long shutting down waits for goodbyes to be written.
+const SHUTDOWN_FLUSH: Duration = Duration::from_secs(1);
+
+/// What handles ask of the node's task.
+pub(crate) enum Command {
+    Join {
+        address: MeshAddress,
+        options: MeshOptions,
+        reply: oneshot::Sender<Result<Arc<MeshShared>, JoinError>>,
+    },
+    Leave {
+        mesh: MeshId,
+        reply: oneshot::Sender<usize>,
+    },
+    Send {
+        mesh: MeshId,
+        path: Arc<str>,
+        body: Bytes,
+        options: SendOptions,
+        channel: u64,
+        reply: oneshot::Sender<Result<SendStatus, SendError>>,
+    },
+    Neighbors {
+        mesh: MeshId,
+        reply: oneshot::Sender<Option<Vec<PeerId>>>,
+    },
+    Stats {
+        mesh: MeshId,
+        reply: oneshot::Sender<Option<MeshStats>>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+    Crash,
+}
+
+/// Results of the node's own background work.
+enum Internal {
+    Connected {
+        peer: PeerId,
+        conn: quinn::Connection,
+        outgoing: bool,
+    },
+    DialFailed {
+        peer: PeerId,
+        reason: String,
+    },
+    Resolved {
+        mesh: MeshId,
+        result: Result<Vec<PeerAddr>, String>,
+    },
+    Identified {
+        mesh: MeshId,
+        peer: PeerId,
+        addr: SocketAddr,
+        conn: quinn::Connection,
+    },
+}
+
+/// Everything the task starts with.
+pub(crate) struct Setup {
+    pub(crate) peer_id: PeerId,
+    pub(crate) endpoint: quinn::Endpoint,
+    pub(crate) config: NodeConfig,
+    pub(crate) addresses: Vec<SocketAddr>,
+    pub(crate) commands: mpsc::Sender<Command>,
+    pub(crate) rx: mpsc::Receiver<Command>,
+    pub(crate) socket: Arc<KillableSocket>,
+}
+
+pub(crate) fn spawn(setup: Setup) {
+    let Setup {
+        peer_id,
+        endpoint,
+        config,
+        addresses,
+        commands,
+        rx,
+        socket,
+    } = setup;
+    let resolver: Option<Arc<dyn Resolver>> = match config.resolvers.len() {
+        0 => None,
+        1 => Some(config.resolvers[0].clone()),
+        _ => Some(Arc::new(MultiResolver::new(config.resolvers.clone()))),
+    };
+    let my_data = addresses::encode(&addresses);
+    let (links_tx, links_rx) = mpsc::channel(LINK_EVENT_QUEUE);
+    let (internal_tx, internal_rx) = mpsc::unbounded_channel();
+    let actor = Actor {
+        me: peer_id,
+        state: State::new(peer_id, my_data, protocol_rng()),
+        endpoint,
+        max_frame: config.max_message_size + peerchannel_proto::wire::DEFAULT_MAX_FRAME
+            - crate::node::DEFAULT_MAX_MESSAGE_SIZE,
+        config,
+        addresses,
+        resolver,
+        commands: commands.downgrade(),
+        links_tx,
+        internal_tx,
+        peers: HashMap::new(),
+        book: HashMap::new(),
+        meshes: BTreeMap::new(),
+        next_conn: 0,
+        capacity_freed: Arc::new(Notify::new()),
+        handshakes: Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES)),
+        deferred: VecDeque::new(),
+        _socket: socket,
+    };
+    drop(commands);
+    tokio::spawn(actor.run(rx, links_rx, internal_rx));
+}
+
+/// The protocol core's random source, seeded from the operating system.
+fn protocol_rng() -> ChaCha12Rng {
+    let mut seed = [0u8; 32];
+    if ring::rand::SystemRandom::new().fill(&mut seed).is_err() {
+        // ring's system source only fails where the OS has none; the protocol then still
+        // works, with choices a peer could predict.
+        warn!("no system randomness; the protocol's random choices are predictable");
+    }
+    ChaCha12Rng::from_seed(seed)
+}
+
+/// One peer's links, as the node keeps them.
+#[derive(Default)]
+struct Peer {
+    links: Vec<Link>,
+    dialing: bool,
+    pending: Vec<(Bytes, Lane)>,
+    unused_since: Option<Instant>,
+    slow_since: Option<Instant>,
+}
+
+impl Peer {
+    /// The link to send on: of two (both sides dialed at once), the one dialed by the peer
+    /// with the smaller id, so that both sides pick the same.
+    fn current(&self, me: PeerId, peer: PeerId) -> Option<&Link> {
+        let preferred_outgoing = me < peer;
+        self.links
+            .iter()
+            .find(|l| l.outgoing == preferred_outgoing)
+            .or_else(|| self.links.first())
+    }
+}
+
+struct MeshRuntime {
+    shared: Arc<MeshShared>,
+    registrations: Vec<RegistrationHandle>,
+    resolving: bool,
+}
+
+struct Actor {
+    me: PeerId,
+    state: State<PeerId, ChaCha12Rng>,
+    endpoint: quinn::Endpoint,
+    config: NodeConfig,
+    max_frame: usize,
+    addresses: Vec<SocketAddr>,
+    resolver: Option<Arc<dyn Resolver>>,
+    commands: mpsc::WeakSender<Command>,
+    links_tx: mpsc::Sender<LinkEvent>,
+    internal_tx: mpsc::UnboundedSender<Internal>,
+    peers: HashMap<PeerId, Peer>,
+    book: HashMap<PeerId, Vec<SocketAddr>>,
+    meshes: BTreeMap<MeshId, MeshRuntime>,
+    next_conn: u64,
+    capacity_freed: Arc<Notify>,
+    handshakes: Arc<Semaphore>,
+    /// Inputs for the core that arose while carrying out its outputs.
+    deferred: VecDeque<InEvent<PeerId>>,
+    /// Kept so the socket lives as long as the task.
+    _socket: Arc<KillableSocket>,
+}
+
+impl Actor {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut links: mpsc::Receiver<LinkEvent>,
+        mut internal: mpsc::UnboundedReceiver<Internal>,
+    ) {
+        info!(peer = %self.me, addresses = ?self.addresses, "node started");
+        let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let timer = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(timer);
+        loop {
+            if let Some(at) = self.state.poll_timeout() {
+                timer.as_mut().reset(tokio::time::Instant::from_std(at));
+            } else {
+                timer
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + Duration::from_secs(3600));
+            }
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(Command::Shutdown { reply }) => {
+                        self.shutdown().await;
+                        let _ = reply.send(());
+                        return;
+                    }
+                    Some(Command::Crash) => {
+                        debug!("node crashed on purpose");
+                        return;
+                    }
+                    Some(command) => self.on_command(command).await,
+                    None => {
+                        self.shutdown().await;
+                        return;
+                    }
+                },
+                Some(event) = links.recv() => self.on_link_event(event),
+                Some(event) = internal.recv() => self.on_internal(event),
+                incoming = self.endpoint.accept() => match incoming {
+                    Some(incoming) => self.on_incoming(incoming),
+                    None => return,
+                },
+                () = &mut timer => self.state.handle_timeout(Instant::now()),
+                _ = sweep.tick() => self.sweep(),
+            }
+            self.drain().await;
+        }
+    }
+
+    // --- commands ---------------------------------------------------------------------------
+
+    async fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Join {
+                address,
+                options,
+                reply,
+            } => {
+                let _ = reply.send(self.join(address, options));
+            }
+            Command::Leave { mesh, reply } => self.leave(mesh, reply),
+            Command::Send {
+                mesh,
+                path,
+                body,
+                options,
+                channel,
+                reply,
+            } => {
+                let result = self.send(&mesh, &path, body, options, channel).await;
+                let _ = reply.send(result);
+            }
+            Command::Neighbors { mesh, reply } => {
+                let _ = reply.send(self.state.neighbors(&mesh).map(|n| n.to_vec()));
+            }
+            Command::Stats { mesh, reply } => {
+                let _ = reply.send(self.state.mesh_stats(&mesh));
+            }
+            // Handled in the loop.
+            Command::Shutdown { .. } | Command::Crash => {}
+        }
+    }
+
+    fn join(
+        &mut self,
+        address: MeshAddress,
+        options: MeshOptions,
+    ) -> Result<Arc<MeshShared>, JoinError> {
+        let mesh = address.mesh;
+        if self.meshes.contains_key(&mesh) {
+            return Err(JoinError::AlreadyJoined(mesh));
+        }
+        let commands = self.commands.upgrade().ok_or(crate::error::NodeClosed)?;
+        let shared = Arc::new(MeshShared::new(
+            mesh.clone(),
+            address.path,
+            self.me,
+            commands,
+            self.config.max_message_size,
+            self.config.channel_capacity,
+        ));
+        self.state
+            .join(
+                mesh.clone(),
+                options.protocol.clone(),
+                Vec::new(),
+                Instant::now(),
+            )
+            .map_err(|_| JoinError::AlreadyJoined(mesh.clone()))?;
+        // Every message is checked before it is delivered or passed on: a payload that is not
+        // an envelope is rejected (not forwarded), then the application's filter decides.
+        let user = options.filter.clone();
+        let filter = move |gossip: &Gossip<PeerId>, from: &PeerId| {
+            let Ok(envelope) = EnvelopeRef::decode(&gossip.payload) else {
+                return Propagation::Reject;
+            };
+            match &user {
+                Some(user) => user(&FilterInput {
+                    origin: gossip.id.origin,
+                    from: *from,
+                    hops: gossip.hops,
+                    path: envelope.path,
+                    body: envelope.body,
+                }),
+                None => Propagation::DeliverAndForward,
+            }
+        };
+        // The mesh was joined just above.
+        let _ = self.state.set_filter(&mesh, Some(Box::new(filter)));
+        let registrations = self
+            .resolver
+            .iter()
+            .map(|r| spawn_registration(r.clone(), mesh.clone(), self.me, self.addresses.clone()))
+            .collect();
+        info!(mesh = %mesh, "joined");
+        self.meshes.insert(
+            mesh,
+            MeshRuntime {
+                shared: shared.clone(),
+                registrations,
+                resolving: false,
+            },
+        );
+        Ok(shared)
+    }
+
+    fn leave(&mut self, mesh: MeshId, reply: oneshot::Sender<usize>) {
+        let unsent = self.state.leave(&mesh, Instant::now()).unwrap_or(0);
+        let Some(runtime) = self.meshes.remove(&mesh) else {
+            let _ = reply.send(unsent);
+            return;
+        };
+        runtime.shared.close();
+        info!(mesh = %mesh, "left");
+        // Unregistering waits on the network: do it off the node's task.
+        tokio::spawn(async move {
+            futures_util::future::join_all(
+                runtime
+                    .registrations
+                    .into_iter()
+                    .map(RegistrationHandle::unregister),
+            )
+            .await;
+            let _ = reply.send(unsent);
+        });
+    }
+
+    async fn send(
+        &mut self,
+        mesh: &MeshId,
+        path: &Arc<str>,
+        body: Bytes,
+        options: SendOptions,
+        channel: u64,
+    ) -> Result<SendStatus, SendError> {
+        let Some(runtime) = self.meshes.get(mesh) else {
+            return Err(SendError::Left);
+        };
+        let shared = runtime.shared.clone();
+        let payload = Envelope {
+            path,
+            body: &body,
+            auth: None,
+        }
+        .encode();
+        let opts = match options.hop_limit {
+            Some(limit) => BroadcastOptions::hop_limit(limit),
+            None => BroadcastOptions::default(),
+        };
+        let result = self.state.broadcast(mesh, payload, opts, Instant::now());
+        let status = match result {
+            Ok((_, BroadcastStatus::Sent)) => SendStatus::Sent,
+            Ok((_, BroadcastStatus::Queued)) => SendStatus::Queued,
+            Err(BroadcastError::OfflineQueueFull { messages, bytes }) => {
+                return Err(SendError::OfflineQueueFull { messages, bytes });
+            }
+            Err(BroadcastError::ZeroHopLimit) => return Err(SendError::ZeroHopLimit),
+            Err(_) => return Err(SendError::Left),
+        };
+        // The other channels on this path in this node get it too, but not the sender.
+        let local = Received {
+            from: self.me,
+            body,
+            hops: 0,
+        };
+        shared.deliver(path, local, Some(channel));
+        // Carry out the sends now, so that a full link holds this sender back.
+        self.drain().await;
+        Ok(status)
+    }
+
+    // --- links ------------------------------------------------------------------------------
+
+    fn on_incoming(&mut self, incoming: quinn::Incoming) {
+        let Ok(permit) = self.handshakes.clone().try_acquire_owned() else {
+            debug!("refusing a connection: too many handshakes under way");
+            incoming.refuse();
+            return;
+        };
+        let internal = self.internal_tx.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let conn = match incoming.await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    debug!("incoming handshake failed: {e}");
+                    return;
+                }
+            };
+            match tls::peer_id(&conn) {
+                Ok(peer) => {
+                    let _ = internal.send(Internal::Connected {
+                        peer,
+                        conn,
+                        outgoing: false,
+                    });
+                }
+                Err(e) => {
+                    debug!("incoming connection without a usable identity: {e}");
+                    conn.close(close_code::PROTOCOL_VIOLATION, b"no usable identity");
+                }
+            }
+        });
+    }
+
+    fn on_internal(&mut self, event: Internal) {
+        match event {
+            Internal::Connected {
+                peer,
+                conn,
+                outgoing,
+            } => self.add_link(peer, conn, outgoing),
+            Internal::DialFailed { peer, reason } => {
+                debug!(peer = %peer.fmt_short(), "dial failed: {reason}");
+                let entry = self.peers.entry(peer).or_default();
+                entry.dialing = false;
+                entry.pending.clear();
+                if entry.links.is_empty() {
+                    self.peers.remove(&peer);
+                    self.state
+                        .handle(InEvent::PeerDisconnected { peer }, Instant::now());
+                }
+            }
+            Internal::Resolved { mesh, result } => self.on_resolved(mesh, result),
+            Internal::Identified {
+                mesh,
+                peer,
+                addr,
+                conn,
+            } => {
+                self.add_link(peer, conn, true);
+                self.remember(peer, vec![addr]);
+                let contact = PeerInfo {
+                    id: peer,
+                    data: addresses::encode(&[addr]),
+                };
+                self.state.handle(
+                    InEvent::Contacts {
+                        mesh,
+                        contacts: vec![contact],
+                    },
+                    Instant::now(),
+                );
+            }
+        }
+    }
+
+    fn add_link(&mut self, peer: PeerId, conn: quinn::Connection, outgoing: bool) {
+        if peer == self.me {
+            conn.close(close_code::DUPLICATE, b"connected to itself");
+            return;
+        }
+        let id = self.next_conn;
+        self.next_conn += 1;
+        let link = Link::spawn(
+            id,
+            peer,
+            conn,
+            outgoing,
+            self.links_tx.clone(),
+            self.max_frame,
+            self.capacity_freed.clone(),
+        );
+        debug!(peer = %peer.fmt_short(), outgoing, "link up");
+        let me = self.me;
+        let entry = self.peers.entry(peer).or_default();
+        entry.links.push(link);
+        if outgoing {
+            entry.dialing = false;
+        }
+        let pending = std::mem::take(&mut entry.pending);
+        if let Some(link) = entry.current(me, peer) {
+            for (frame, lane) in pending {
+                match lane {
+                    Lane::Control => link.send_control(frame),
+                    Lane::Data => {
+                        let _ = link.try_send_data(frame);
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_link_event(&mut self, event: LinkEvent) {
+        match event {
+            LinkEvent::Message { peer, message, .. } => {
+                self.state.handle(
+                    InEvent::Message {
+                        from: peer,
+                        message,
+                    },
+                    Instant::now(),
+                );
+            }
+            LinkEvent::Closed {
+                peer,
+                conn_id,
+                reason,
+            } => {
+                let Some(entry) = self.peers.get_mut(&peer) else {
+                    return;
+                };
+                entry.links.retain(|l| l.id != conn_id);
+                debug!(peer = %peer.fmt_short(), "link closed: {reason}");
+                if entry.links.is_empty() && !entry.dialing {
+                    self.peers.remove(&peer);
+                    self.state
+                        .handle(InEvent::PeerDisconnected { peer }, Instant::now());
+                }
+            }
+        }
+    }
+
+    fn dial(&mut self, peer: PeerId) -> bool {
+        let Some(addrs) = self.book.get(&peer).cloned() else {
+            return false;
+        };
+        let endpoint = self.endpoint.clone();
+        let internal = self.internal_tx.clone();
+        tokio::spawn(async move {
+            let attempts = addrs
+                .iter()
+                .map(|addr| Box::pin(tls::connect(&endpoint, *addr, ExpectedPeer::Id(peer))));
+            let result = tokio::time::timeout(DIAL_TIMEOUT, select_ok(attempts)).await;
+            let event = match result {
+                Ok(Ok(((conn, _), _))) => Internal::Connected {
+                    peer,
+                    conn,
+                    outgoing: true,
+                },
+                Ok(Err(e)) => Internal::DialFailed {
+                    peer,
+                    reason: e.to_string(),
+                },
+                Err(_) => Internal::DialFailed {
+                    peer,
+                    reason: "timed out".into(),
+                },
+            };
+            let _ = internal.send(event);
+        });
+        true
+    }
+
+    /// Closes links no mesh uses, and slow ones.
+    fn sweep(&mut self) {
+        let now = Instant::now();
+        let mut gone = Vec::new();
+        for (peer, entry) in &mut self.peers {
+            if self.state.uses(peer) || entry.dialing {
+                entry.unused_since = None;
+            } else {
+                let since = *entry.unused_since.get_or_insert(now);
+                if now.duration_since(since) >= LINGER {
+                    for l in &entry.links {
+                        l.close(close_code::UNUSED, "unused");
+                    }
+                    gone.push(*peer);
+                    continue;
+                }
+            }
+            let full = entry.links.iter().any(|l| l.data_room() == 0);
+            if !full {
+                entry.slow_since = None;
+            } else if now.duration_since(*entry.slow_since.get_or_insert(now)) >= SLOW_DISCONNECT {
+                warn!(peer = %peer.fmt_short(), "disconnecting a neighbor that cannot keep up");
+                for l in &entry.links {
+                    l.close(close_code::TOO_SLOW, "too slow");
+                }
+                gone.push(*peer);
+            }
+        }
+        for peer in gone {
+            self.peers.remove(&peer);
+            self.state.handle(InEvent::PeerDisconnected { peer }, now);
+        }
+    }
+
+    // --- resolving --------------------------------------------------------------------------
+
+    fn resolve(&mut self, mesh: MeshId, count: usize) {
+        let Some(resolver) = self.resolver.clone() else {
+            return;
+        };
+        let Some(runtime) = self.meshes.get_mut(&mesh) else {
+            return;
+        };
+        if runtime.resolving {
+            return;
+        }
+        runtime.resolving = true;
+        let internal = self.internal_tx.clone();
+        tokio::spawn(async move {
+            // One more than asked: the answer may include this node.
+            let result = resolver
+                .resolve(&mesh, count + 1)
+                .await
+                .map_err(|e| e.to_string());
+            let _ = internal.send(Internal::Resolved { mesh, result });
+        });
+    }
+
+    fn on_resolved(&mut self, mesh: MeshId, result: Result<Vec<PeerAddr>, String>) {
+        let Some(runtime) = self.meshes.get_mut(&mesh) else {
+            return;
+        };
+        runtime.resolving = false;
+        let found = match result {
+            Ok(found) => found,
+            Err(e) => {
+                warn!(mesh = %mesh, "resolver: {e}");
+                return;
+            }
+        };
+        let mut contacts = Vec::new();
+        for member in found {
+            match member.peer_id {
+                Some(id) if id == self.me => {}
+                Some(id) => {
+                    self.remember(id, member.addresses.clone());
+                    contacts.push(PeerInfo {
+                        id,
+                        data: addresses::encode(&member.addresses),
+                    });
+                }
+                None => {
+                    for addr in member.addresses {
+                        if !self.addresses.contains(&addr) {
+                            self.identify(mesh.clone(), addr);
+                        }
+                    }
+                }
+            }
+        }
+        if !contacts.is_empty() {
+            self.state
+                .handle(InEvent::Contacts { mesh, contacts }, Instant::now());
+        }
+    }
+
+    /// Dials an address whose peer id is unknown (a static bootstrap peer) to learn it.
+    fn identify(&mut self, mesh: MeshId, addr: SocketAddr) {
+        let endpoint = self.endpoint.clone();
+        let internal = self.internal_tx.clone();
+        let me = self.me;
+        tokio::spawn(async move {
+            let attempt = tls::connect(&endpoint, addr, ExpectedPeer::Unknown);
+            match tokio::time::timeout(DIAL_TIMEOUT, attempt).await {
+                Ok(Ok((conn, peer))) if peer != me => {
+                    let _ = internal.send(Internal::Identified {
+                        mesh,
+                        peer,
+                        addr,
+                        conn,
+                    });
+                }
+                Ok(Ok((conn, _))) => conn.close(close_code::DUPLICATE, b"connected to itself"),
+                Ok(Err(e)) => debug!("bootstrap peer {addr}: {e}"),
+                Err(_) => debug!("bootstrap peer {addr}: timed out"),
+            }
+        });
+    }
+
+    fn remember(&mut self, peer: PeerId, addrs: Vec<SocketAddr>) {
+        if addrs.is_empty() {
+            return;
+        }
+        if self.book.len() >= ADDRESS_BOOK
+            && !self.book.contains_key(&peer)
+            && let Some(victim) = self.book.keys().next().copied()
+        {
+            self.book.remove(&victim);
+        }
+        self.book.insert(peer, addrs);
+    }
+
+    // --- the core's outputs -----------------------------------------------------------------
+
+    /// Carries out everything the core asks, until it asks nothing more.
+    async fn drain(&mut self) {
+        loop {
+            while let Some(event) = self.state.poll_event() {
+                self.on_out(event).await;
+            }
+            let Some(input) = self.deferred.pop_front() else {
+                break;
+            };
+            self.state.handle(input, Instant::now());
+        }
+    }
+
+    async fn on_out(&mut self, event: OutEvent<PeerId>) {
+        match event {
+            OutEvent::SendMessage { to, message } => {
+                let lane = Lane::of(&message);
+                match link::encode(&message, self.max_frame) {
+                    Ok(frame) => self.send_frame(to, frame, lane).await,
+                    Err(e) => warn!("cannot encode a message: {e}"),
+                }
+            }
+            OutEvent::DisconnectPeer { peer } => {
+                if let Some(entry) = self.peers.get_mut(&peer) {
+                    entry.unused_since.get_or_insert(Instant::now());
+                }
+            }
+            OutEvent::PeerData { peer, data } => {
+                if let Some(addrs) = addresses::decode(&data) {
+                    self.remember(peer, addrs);
+                }
+            }
+            OutEvent::WantContacts { mesh, count } => self.resolve(mesh, count),
+            OutEvent::Deliver { mesh, delivery } => {
+                let Some(runtime) = self.meshes.get(&mesh) else {
+                    return;
+                };
+                // The filter already rejected payloads that are not envelopes.
+                let Ok(envelope) = EnvelopeRef::decode(&delivery.payload) else {
+                    return;
+                };
+                let body = delivery.payload.slice_ref(envelope.body);
+                let received = Received {
+                    from: delivery.id.origin,
+                    body,
+                    hops: delivery.hops,
+                };
+                runtime.shared.deliver(envelope.path, received, None);
+            }
+            OutEvent::Event { mesh, event } => {
+                let Some(runtime) = self.meshes.get(&mesh) else {
+                    return;
+                };
+                let event = match event {
+                    MeshEvent::Online => Event::Online,
+                    MeshEvent::Offline => Event::Offline,
+                    MeshEvent::NeighborUp(p) => Event::NeighborUp(p),
+                    MeshEvent::NeighborDown(p, reason) => Event::NeighborDown(p, reason),
+                    _ => return,
+                };
+                runtime.shared.emit(event);
+            }
+            _ => {}
+        }
+    }
+
+    async fn send_frame(&mut self, to: PeerId, frame: Bytes, lane: Lane) {
+        let me = self.me;
+        let entry = self.peers.entry(to).or_default();
+        entry.unused_since = None;
+        let Some(link) = entry.current(me, to) else {
+            if entry.pending.len() < PENDING_FRAMES {
+                entry.pending.push((frame, lane));
+            }
+            if !entry.dialing {
+                if self.dial(to) {
+                    if let Some(entry) = self.peers.get_mut(&to) {
+                        entry.dialing = true;
+                    }
+                } else {
+                    // No address for this peer: it cannot be reached.
+                    self.peers.remove(&to);
+                    self.deferred
+                        .push_back(InEvent::PeerDisconnected { peer: to });
+                }
+            }
+            return;
+        };
+        match lane {
+            Lane::Control => link.send_control(frame),
+            Lane::Data => {
+                let Err(frame) = link.try_send_data(frame) else {
+                    return;
+                };
+                // The neighbor's queue is full: wait a little (this holds the sender back),
+                // then route around it.
+                let sent = tokio::time::timeout(SLOW_WAIT, link.send_data(frame)).await;
+                if sent.is_err() {
+                    debug!(peer = %to.fmt_short(), "neighbor slow: routing around it");
+                    self.deferred.push_back(InEvent::PeerSlow { peer: to });
+                }
+            }
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        let meshes: Vec<MeshId> = self.meshes.keys().cloned().collect();
+        let mut unregistering = Vec::new();
+        for mesh in meshes {
+            let _ = self.state.leave(&mesh, Instant::now());
+            if let Some(runtime) = self.meshes.remove(&mesh) {
+                runtime.shared.close();
+                unregistering.extend(runtime.registrations);
+            }
+        }
+        self.drain().await;
+        // Let the goodbyes go out before closing the links.
+        let flushed = async {
+            while self
+                .peers
+                .values()
+                .any(|p| p.links.iter().any(|l| l.queued() > 0))
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        let _ = tokio::time::timeout(SHUTDOWN_FLUSH, async {
+            tokio::join!(
+                flushed,
+                futures_util::future::join_all(
+                    unregistering
+                        .into_iter()
+                        .map(RegistrationHandle::unregister)
+                )
+            )
+        })
+        .await;
+        // Give the control frames (goodbyes) a moment to be written, then close gracefully.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        self.endpoint.close(close_code::SHUTDOWN, b"shutdown");
+        let _ = tokio::time::timeout(SHUTDOWN_FLUSH, self.endpoint.wait_idle()).await;
+        info!("node stopped");
+    }
+}

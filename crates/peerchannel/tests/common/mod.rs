@@ -1,0 +1,68 @@
+//! Helpers shared by the integration tests: nodes on loopback, waiting with deadlines.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use peerchannel::resolver::StaticResolver;
+use peerchannel::tls::LinkConfig;
+use peerchannel::{Event, Identity, Mesh, Node, NodeConfig};
+use tokio::sync::broadcast;
+
+/// How long any wait in a test may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// A node on 127.0.0.1 with a fresh identity, bootstrapping from `peers`.
+pub async fn node(peers: &[&Node]) -> Node {
+    let mut config = NodeConfig::default().listen("127.0.0.1:0".parse().unwrap());
+    if !peers.is_empty() {
+        let addrs = peers.iter().map(|p| (p.peer_id(), p.local_addr()));
+        config = config.resolver(Arc::new(StaticResolver::from_peers(addrs)));
+    }
+    config.link = LinkConfig::default();
+    Node::bind(Identity::generate().unwrap(), config)
+        .await
+        .unwrap()
+}
+
+/// Waits for `f` to finish, failing the test after [`DEADLINE`].
+pub async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(DEADLINE, f).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after {DEADLINE:?} waiting for {what}"),
+    }
+}
+
+/// Waits until the mesh has at least `n` neighbors.
+pub async fn neighbors_at_least(mesh: &Mesh, n: usize) {
+    within(
+        &format!("{n} neighbors of {}", mesh.me().fmt_short()),
+        async {
+            loop {
+                if mesh.neighbors().await.unwrap().len() >= n {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        },
+    )
+    .await
+}
+
+/// Waits for a specific event.
+pub async fn event(
+    events: &mut broadcast::Receiver<Event>,
+    want: impl Fn(&Event) -> bool,
+) -> Event {
+    within("an event", async {
+        loop {
+            match events.recv().await {
+                Ok(e) if want(&e) => return e,
+                Ok(_) => {}
+                Err(e) => panic!("event stream ended: {e}"),
+            }
+        }
+    })
+    .await
+}
