@@ -1,0 +1,181 @@
+//! `peerchannel chat`: a console chat over a mesh.
+//!
+//! Each line read from stdin goes to every member; stdout shows one event per line:
+//! `** Online`, `** Offline`, `* <nick> joined`, `* <nick> left`, and `<nick>: <text>` for
+//! other members' messages (one's own are not echoed). A line that is exactly `q`, or the end
+//! of input, leaves the mesh and exits.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::ValueEnum;
+use peerchannel::resolver::{Resolver, ServiceResolver, StaticResolver};
+use peerchannel::{Event, Identity, MeshAddress, MeshOptions, Node, NodeConfig, RecvError};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// How long to wait for a resolver to answer at start.
+const RESOLVER_CHECK: Duration = Duration::from_secs(5);
+
+/// The channel path chat messages use when the mesh address names none.
+const DEFAULT_PATH: &str = "chat";
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The mesh: an id such as `soccerpals`, or an address such as
+    /// `net.p2p://soccerpals/chat` (the path names the chat room, `chat` by default).
+    #[arg(long)]
+    mesh: String,
+    /// Your name in the chat.
+    #[arg(long)]
+    nick: String,
+    /// A resolver service URL, such as http://127.0.0.1:7700; may be repeated.
+    #[arg(long = "resolver", value_name = "URL")]
+    resolvers: Vec<String>,
+    /// A member to bootstrap from, HOST:PORT; may be repeated.
+    #[arg(long = "peer", value_name = "HOST:PORT")]
+    peers: Vec<String>,
+    /// How to find other members. Default: the resolvers and peers given.
+    #[arg(long, value_enum)]
+    discovery: Option<Discovery>,
+    /// Where to listen for other members.
+    #[arg(long, default_value = "0.0.0.0:0")]
+    listen: SocketAddr,
+    /// A key file for a stable peer id (created on first use, mode 0600). Default: a new
+    /// identity for this run.
+    #[arg(long)]
+    identity: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Discovery {
+    /// The resolver services given with --resolver.
+    Resolver,
+    /// The bootstrap peers given with --peer.
+    Static,
+}
+
+/// What chat nodes say to each other.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum ChatMessage {
+    Joined { nick: String },
+    Line { nick: String, text: String },
+    Left { nick: String },
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let address = MeshAddress::parse(&args.mesh).context("bad --mesh")?;
+    let path = if address.path.is_empty() {
+        DEFAULT_PATH.to_owned()
+    } else {
+        address.path.clone()
+    };
+    if args.nick.trim().is_empty() {
+        bail!("--nick must not be empty");
+    }
+    let resolvers = discovery(&args).await?;
+    let identity = match &args.identity {
+        Some(file) => Identity::load_or_generate(file)?,
+        None => Identity::generate().context("cannot generate an identity")?,
+    };
+    let mut config = NodeConfig::default().listen(args.listen);
+    config.resolvers = resolvers;
+    let node = Node::bind(identity, config).await?;
+    tracing::info!(peer = %node.peer_id(), addr = %node.local_addr(), "chat node started");
+    let mesh = node
+        .join(&address.to_string(), MeshOptions::default())
+        .await?;
+    let mut events = mesh.events();
+    let mut channel = mesh.channel::<ChatMessage>(&path)?;
+    let nick = args.nick.trim().to_owned();
+    // Goes out as soon as the mesh is online (it waits in the offline queue until then).
+    channel
+        .send(&ChatMessage::Joined { nick: nick.clone() })
+        .await?;
+
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    loop {
+        tokio::select! {
+            line = lines.next_line() => {
+                let line = line.context("cannot read stdin")?;
+                let Some(line) = line else { break };
+                if line == "q" {
+                    break;
+                }
+                if line.is_empty() {
+                    continue;
+                }
+                if let Err(e) = channel.send(&ChatMessage::Line { nick: nick.clone(), text: line }).await {
+                    eprintln!("not sent: {e}");
+                }
+            }
+            received = channel.recv() => match received {
+                Ok((_, message)) => print_message(message),
+                Err(RecvError::Closed) => break,
+                Err(e) => eprintln!("{e}"),
+            },
+            event = events.recv() => match event {
+                Ok(Event::Online) => println!("** Online"),
+                Ok(Event::Offline) => println!("** Offline"),
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            },
+        }
+    }
+    let _ = channel.send(&ChatMessage::Left { nick }).await;
+    mesh.leave().await?;
+    node.shutdown().await;
+    Ok(())
+}
+
+fn print_message(message: ChatMessage) {
+    match message {
+        ChatMessage::Joined { nick } => println!("* {nick} joined"),
+        ChatMessage::Left { nick } => println!("* {nick} left"),
+        ChatMessage::Line { nick, text } => println!("{nick}: {text}"),
+    }
+}
+
+/// The resolvers to use, checked: a resolver that cannot be reached is an error now, not a
+/// silent wait later.
+async fn discovery(args: &Args) -> anyhow::Result<Vec<Arc<dyn Resolver>>> {
+    let discovery = match args.discovery {
+        Some(d) => d,
+        None if !args.resolvers.is_empty() => Discovery::Resolver,
+        None if !args.peers.is_empty() => Discovery::Static,
+        None => bail!(
+            "no way to find other members: give --resolver URL (a `peerchannel resolver`) or --peer HOST:PORT"
+        ),
+    };
+    let mut out: Vec<Arc<dyn Resolver>> = Vec::new();
+    if discovery == Discovery::Resolver || !args.resolvers.is_empty() {
+        if args.resolvers.is_empty() {
+            bail!("--discovery resolver needs at least one --resolver URL");
+        }
+        for url in &args.resolvers {
+            let resolver =
+                ServiceResolver::new(url).with_context(|| format!("bad --resolver {url}"))?;
+            match tokio::time::timeout(RESOLVER_CHECK, resolver.settings()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => bail!("cannot reach the resolver at {url}: {e}"),
+                Err(_) => {
+                    bail!("cannot reach the resolver at {url}: no answer within {RESOLVER_CHECK:?}")
+                }
+            }
+            out.push(Arc::new(resolver));
+        }
+    }
+    if discovery == Discovery::Static || !args.peers.is_empty() {
+        if args.peers.is_empty() {
+            bail!("--discovery static needs at least one --peer HOST:PORT");
+        }
+        let resolver =
+            StaticResolver::new(args.peers.iter().map(String::as_str)).context("bad --peer")?;
+        out.push(Arc::new(resolver));
+    }
+    Ok(out)
+}
