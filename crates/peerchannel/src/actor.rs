@@ -69,7 +69,7 @@ const SHUTDOWN_FLUSH: Duration = Duration::from_secs(1);
 pub(crate) enum Command {
     Join {
         address: MeshAddress,
-        options: MeshOptions,
+        options: Box<MeshOptions>,
         reply: oneshot::Sender<Result<Arc<MeshShared>, JoinError>>,
     },
     Leave {
@@ -296,7 +296,7 @@ impl Actor {
                 options,
                 reply,
             } => {
-                let _ = reply.send(self.join(address, options));
+                let _ = reply.send(self.join(address, *options));
             }
             Command::Leave { mesh, reply } => self.leave(mesh, reply),
             Command::Send {
@@ -563,7 +563,7 @@ impl Actor {
 
     fn on_link_event(&mut self, event: LinkEvent) {
         match event {
-            LinkEvent::Message { peer, message, .. } => {
+            LinkEvent::Message { peer, message } => {
                 self.state.handle(
                     InEvent::Message {
                         from: peer,

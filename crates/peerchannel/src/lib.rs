@@ -23,3 +23,8 @@ pub use mesh::{
 };
 pub use node::{Node, NodeConfig};
 pub use peerchannel_proto::{DisconnectReason, MeshAddress, MeshId, Propagation};
+
+// The README's examples are compiled (and the runnable ones run) as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;

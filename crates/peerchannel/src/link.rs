@@ -10,7 +10,6 @@
 //! a malformed frame closes the link: nothing a peer sends can take the node down.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use peerchannel_proto::wire::{self, FrameError, LEN_PREFIX};
@@ -41,8 +40,6 @@ pub(crate) mod close_code {
     pub(crate) const TOO_SLOW: VarInt = VarInt::from_u32(3);
     /// A second connection to the same peer, kept by the other one.
     pub(crate) const DUPLICATE: VarInt = VarInt::from_u32(4);
-    /// The peer exceeded a limit (message rate, queue).
-    pub(crate) const LIMIT_EXCEEDED: VarInt = VarInt::from_u32(5);
 }
 
 /// Which queue a frame waits in.
@@ -70,7 +67,6 @@ pub(crate) enum LinkEvent {
     /// A message arrived.
     Message {
         peer: PeerId,
-        conn_id: u64,
         message: Message<PeerId>,
     },
     /// A connection ended (closed by either side, timed out, or broken by a protocol error).
@@ -79,15 +75,6 @@ pub(crate) enum LinkEvent {
         conn_id: u64,
         reason: String,
     },
-}
-
-/// Counters shared between a link's tasks and the node.
-#[derive(Debug, Default)]
-pub(crate) struct LinkCounters {
-    pub(crate) frames_in: AtomicU64,
-    pub(crate) frames_out: AtomicU64,
-    pub(crate) bytes_in: AtomicU64,
-    pub(crate) bytes_out: AtomicU64,
 }
 
 /// A live connection, as the node holds it.
@@ -99,7 +86,6 @@ pub(crate) struct Link {
     pub(crate) outgoing: bool,
     control: mpsc::UnboundedSender<Bytes>,
     data: mpsc::Sender<Bytes>,
-    pub(crate) counters: Arc<LinkCounters>,
 }
 
 impl Link {
@@ -115,29 +101,19 @@ impl Link {
     ) -> Self {
         let (control_tx, control_rx) = mpsc::unbounded_channel();
         let (data_tx, data_rx) = mpsc::channel(DATA_QUEUE_FRAMES);
-        let counters = Arc::new(LinkCounters::default());
         tokio::spawn(write_loop(
             conn.clone(),
             control_rx,
             data_rx,
             capacity_freed,
-            counters.clone(),
         ));
-        tokio::spawn(read_loop(
-            peer,
-            id,
-            conn.clone(),
-            events,
-            max_frame,
-            counters.clone(),
-        ));
+        tokio::spawn(read_loop(peer, id, conn.clone(), events, max_frame));
         Self {
             id,
             conn,
             outgoing,
             control: control_tx,
             data: data_tx,
-            counters,
         }
     }
 
@@ -182,7 +158,6 @@ async fn write_loop(
     mut control: mpsc::UnboundedReceiver<Bytes>,
     mut data: mpsc::Receiver<Bytes>,
     capacity_freed: Arc<Notify>,
-    counters: Arc<LinkCounters>,
 ) {
     let mut stream: Option<quinn::SendStream> = None;
     let mut batch: Vec<u8> = Vec::with_capacity(WRITE_BATCH);
@@ -193,7 +168,6 @@ async fn write_loop(
             Some(f) = data.recv() => f,
             else => break,
         };
-        let mut frames = 1;
         batch.extend_from_slice(&first);
         while batch.len() < WRITE_BATCH {
             let next = match control.try_recv() {
@@ -204,7 +178,6 @@ async fn write_loop(
                 },
             };
             batch.extend_from_slice(&next);
-            frames += 1;
         }
         capacity_freed.notify_waiters();
         let s = match &mut stream {
@@ -221,10 +194,6 @@ async fn write_loop(
             debug!("link: write failed: {e}");
             return;
         }
-        counters.frames_out.fetch_add(frames, Ordering::Relaxed);
-        counters
-            .bytes_out
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
         batch.clear();
     }
     if let Some(mut s) = stream {
@@ -239,19 +208,16 @@ async fn read_loop(
     conn: quinn::Connection,
     events: mpsc::Sender<LinkEvent>,
     max_frame: usize,
-    counters: Arc<LinkCounters>,
 ) {
     let reason = loop {
         match conn.accept_uni().await {
             Ok(stream) => {
                 tokio::spawn(read_stream(
                     peer,
-                    conn_id,
                     conn.clone(),
                     stream,
                     events.clone(),
                     max_frame,
-                    counters.clone(),
                 ));
             }
             Err(e) => break e.to_string(),
@@ -269,12 +235,10 @@ async fn read_loop(
 /// Reads frames from one stream and hands the messages to the node.
 async fn read_stream(
     peer: PeerId,
-    conn_id: u64,
     conn: quinn::Connection,
     mut stream: quinn::RecvStream,
     events: mpsc::Sender<LinkEvent>,
     max_frame: usize,
-    counters: Arc<LinkCounters>,
 ) {
     let mut prefix = [0u8; LEN_PREFIX];
     loop {
@@ -292,21 +256,13 @@ async fn read_stream(
         if stream.read_exact(&mut body).await.is_err() {
             return;
         }
-        counters.frames_in.fetch_add(1, Ordering::Relaxed);
-        counters
-            .bytes_in
-            .fetch_add((LEN_PREFIX + len) as u64, Ordering::Relaxed);
         let message = match wire::decode_body::<Message<PeerId>>(&body) {
             Ok(m) => m,
             Err(e) => return violation(&conn, peer, &e),
         };
         trace!(peer = %peer.fmt_short(), "link: frame of {len} bytes");
         if events
-            .send(LinkEvent::Message {
-                peer,
-                conn_id,
-                message,
-            })
+            .send(LinkEvent::Message { peer, message })
             .await
             .is_err()
         {

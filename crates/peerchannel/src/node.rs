@@ -203,7 +203,7 @@ impl Node {
             .commands
             .send(Command::Join {
                 address,
-                options,
+                options: Box::new(options),
                 reply,
             })
             .await
