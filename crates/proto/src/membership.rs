@@ -195,7 +195,15 @@ impl<PI: PeerIdentity> Membership<PI> {
             out.push(MembershipOut::NeighborDown(peer, DisconnectReason::Leaving));
             out.push(MembershipOut::Release(peer));
         }
+        // A peer we asked may already count us as its neighbor (its acceptance is on the way):
+        // it gets the goodbye too, or it would hold a dead link until the link times out.
         for peer in std::mem::take(&mut self.pending).into_keys() {
+            out.push(MembershipOut::Send(
+                peer,
+                MembershipMessage::Disconnect {
+                    reason: DisconnectReason::Leaving,
+                },
+            ));
             out.push(MembershipOut::Release(peer));
         }
         self.passive.clear();

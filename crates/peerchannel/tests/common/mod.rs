@@ -13,8 +13,17 @@ use tokio::sync::broadcast;
 /// How long any wait in a test may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
+/// Logs to the test's output when `RUST_LOG` is set.
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
 /// A node on 127.0.0.1 with a fresh identity, bootstrapping from `peers`.
 pub async fn node(peers: &[&Node]) -> Node {
+    init_logs();
     let mut config = NodeConfig::default().listen("127.0.0.1:0".parse().unwrap());
     if !peers.is_empty() {
         let addrs = peers.iter().map(|p| (p.peer_id(), p.local_addr()));
