@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::cache::{SeenCache, Store};
+use crate::cache::{HopCounts, SeenCache, Store};
 use crate::config::{BroadcastConfig, BroadcastMode};
 use crate::id::{MessageId, PeerIdentity};
 use crate::message::{Announcement, BroadcastMessage, Gossip, GossipKind, RecentId};
@@ -128,6 +128,8 @@ pub(crate) struct Broadcast<PI> {
     eager: BTreeSet<PI>,
     lazy: BTreeSet<PI>,
     seen: SeenCache<PI>,
+    /// Hop-limited messages passed on, with the fewest hops a copy of each arrived with.
+    hop_counts: HopCounts<PI>,
     store: Store<PI>,
     missing: BTreeMap<MessageId<PI>, Missing<PI>>,
     graft_timers: BTreeSet<(Instant, MessageId<PI>)>,
@@ -150,6 +152,7 @@ impl<PI: PeerIdentity> Broadcast<PI> {
         Self {
             me,
             seen: SeenCache::new(config.seen_retention, config.seen_capacity),
+            hop_counts: HopCounts::new(config.seen_retention, config.seen_capacity),
             store: Store::new(config.store_retention, config.store_bytes),
             config,
             eager: BTreeSet::new(),
@@ -275,6 +278,10 @@ impl<PI: PeerIdentity> Broadcast<PI> {
     ) {
         if self.seen.contains(&gossip.id) || gossip.id.origin == self.me {
             self.stats.duplicates += 1;
+            if gossip.hop_limit.is_some() {
+                self.on_closer_copy(from, &gossip, now, out);
+                return;
+            }
             // Beacons flood on purpose: their duplicates say nothing about the tree.
             if self.config.mode == BroadcastMode::Plumtree
                 && gossip.hop_limit.is_none()
@@ -315,6 +322,9 @@ impl<PI: PeerIdentity> Broadcast<PI> {
                 payload: gossip.payload.clone(),
             }));
         }
+        if gossip.hop_limit.is_some() && decision.forwards() {
+            self.hop_counts.lower(gossip.id, gossip.hops, now);
+        }
         let within_limit = gossip.hop_limit.is_none_or(|limit| gossip.hops < limit);
         if decision.forwards() && within_limit {
             self.forward(&gossip, Some(from), caught_up, now, out);
@@ -333,6 +343,31 @@ impl<PI: PeerIdentity> Broadcast<PI> {
             if let Some(missing) = announced {
                 self.optimize(from, gossip.hops, missing, out);
             }
+        }
+    }
+
+    /// A copy of a hop-limited message we already have.
+    ///
+    /// Addition to the paper: hop-limited messages are flooded, and the first copy to arrive
+    /// may have come the long way round (two short links beat one long one), with less of its
+    /// limit left than a later copy. A copy that has travelled fewer links than any before it
+    /// is passed on again (not delivered again), so every node within the limit gets the
+    /// message whichever copy wins the race.
+    fn on_closer_copy(
+        &mut self,
+        from: PI,
+        gossip: &Gossip<PI>,
+        now: Instant,
+        out: &mut Vec<BroadcastOut<PI>>,
+    ) {
+        // Only messages this node passed on (the filter allowed it) are remembered.
+        if !self.hop_counts.contains(&gossip.id)
+            || !self.hop_counts.lower(gossip.id, gossip.hops, now)
+        {
+            return;
+        }
+        if gossip.hop_limit.is_some_and(|limit| gossip.hops < limit) {
+            self.forward(gossip, Some(from), false, now, out);
         }
     }
 
@@ -637,6 +672,7 @@ impl<PI: PeerIdentity> Broadcast<PI> {
             self.switch_tree(now, out);
         }
         self.seen.expire(now);
+        self.hop_counts.expire(now);
         self.store.expire(now);
     }
 
@@ -951,6 +987,51 @@ mod tests {
     }
 
     #[test]
+    fn a_closer_copy_of_a_hop_limited_message_is_passed_on_again() {
+        let now = Instant::now();
+        let mut b = tree(1, &[2, 3, 4]);
+        let mut out = Vec::new();
+        let limited = |hops| Gossip {
+            hop_limit: Some(2),
+            ..gossip(9, 0, hops)
+        };
+        // The first copy came the long way round: at the limit, delivered and not passed on.
+        b.on_gossip(2, limited(2), now, &mut pass, &mut out);
+        assert!(matches!(&out[..], [BroadcastOut::Deliver(d)] if d.hops == 2));
+        out.clear();
+        // The origin's direct copy has one hop left: passed on, not delivered again.
+        b.on_gossip(3, limited(1), now, &mut pass, &mut out);
+        assert_eq!(
+            out,
+            vec![
+                BroadcastOut::Send(2, BroadcastMessage::Gossip(limited(2))),
+                BroadcastOut::Send(4, BroadcastMessage::Gossip(limited(2))),
+            ]
+        );
+        out.clear();
+        // No closer than before: dropped.
+        b.on_gossip(4, limited(1), now, &mut pass, &mut out);
+        assert_eq!(out, vec![]);
+        assert_eq!(b.stats().duplicates, 2);
+    }
+
+    #[test]
+    fn a_hop_limited_message_a_filter_kept_is_not_passed_on_by_a_closer_copy() {
+        let now = Instant::now();
+        let mut b = tree(1, &[2, 3, 4]);
+        let mut out = Vec::new();
+        let limited = |hops| Gossip {
+            hop_limit: Some(3),
+            ..gossip(9, 0, hops)
+        };
+        let mut deliver_only = |_: &Gossip<u32>, _: &u32| Propagation::DeliverOnly;
+        b.on_gossip(2, limited(2), now, &mut deliver_only, &mut out);
+        out.clear();
+        b.on_gossip(3, limited(1), now, &mut deliver_only, &mut out);
+        assert_eq!(out, vec![]);
+    }
+
+    #[test]
     fn the_filter_decides_delivery_and_forwarding() {
         let now = Instant::now();
         let mut b = tree(1, &[2, 3]);
@@ -971,6 +1052,37 @@ mod tests {
         assert!(
             matches!(out[0], BroadcastOut::Deliver(_)),
             "a genuine copy still gets through"
+        );
+    }
+
+    #[test]
+    fn a_deliver_only_node_delivers_and_passes_nothing_on() {
+        let now = Instant::now();
+        let mut b = tree(1, &[2, 3]);
+        b.on_prune(3);
+        let mut out = Vec::new();
+        let mut deliver_only = |_: &Gossip<u32>, _: &u32| Propagation::DeliverOnly;
+        b.on_gossip(2, gossip(9, 0, 1), now, &mut deliver_only, &mut out);
+        assert_eq!(
+            out,
+            vec![BroadcastOut::Deliver(Delivery {
+                id: MessageId { origin: 9, seq: 0 },
+                from: 2,
+                hops: 1,
+                payload: Bytes::from_static(b"hi"),
+            })]
+        );
+        assert_eq!(
+            b.poll_timeout(),
+            None,
+            "no announcement to the lazy link either"
+        );
+        out.clear();
+        b.on_graft(3, Some(MessageId { origin: 9, seq: 0 }), true, &mut out);
+        assert_eq!(
+            out,
+            vec![],
+            "a message not passed on is not kept to answer grafts"
         );
     }
 

@@ -66,6 +66,65 @@ impl<PI: PeerIdentity> SeenCache<PI> {
     }
 }
 
+/// For recent hop-limited messages this node passed on: the fewest links a copy had travelled
+/// on arrival. Bounded like [`SeenCache`].
+#[derive(Debug)]
+pub(crate) struct HopCounts<PI> {
+    map: BTreeMap<MessageId<PI>, u16>,
+    order: VecDeque<(Instant, MessageId<PI>)>,
+    retention: Duration,
+    capacity: usize,
+}
+
+impl<PI: PeerIdentity> HopCounts<PI> {
+    pub(crate) fn new(retention: Duration, capacity: usize) -> Self {
+        Self {
+            map: BTreeMap::new(),
+            order: VecDeque::new(),
+            retention,
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Records that a copy of `id` arrived over `hops` links; true if no copy had come over as
+    /// few before (the first copy included).
+    pub(crate) fn lower(&mut self, id: MessageId<PI>, hops: u16, now: Instant) -> bool {
+        if let Some(best) = self.map.get_mut(&id) {
+            if hops >= *best {
+                return false;
+            }
+            *best = hops;
+            return true;
+        }
+        self.expire(now);
+        while self.map.len() >= self.capacity {
+            self.pop_oldest();
+        }
+        self.map.insert(id, hops);
+        self.order.push_back((now, id));
+        true
+    }
+
+    pub(crate) fn contains(&self, id: &MessageId<PI>) -> bool {
+        self.map.contains_key(id)
+    }
+
+    pub(crate) fn expire(&mut self, now: Instant) {
+        while let Some(&(at, _)) = self.order.front() {
+            if now.saturating_duration_since(at) < self.retention {
+                break;
+            }
+            self.pop_oldest();
+        }
+    }
+
+    fn pop_oldest(&mut self) {
+        if let Some((_, id)) = self.order.pop_front() {
+            self.map.remove(&id);
+        }
+    }
+}
+
 /// Payloads of recent messages, kept to answer grafts and catch-up announcements.
 #[derive(Debug)]
 pub(crate) struct Store<PI> {
