@@ -11,6 +11,8 @@
 //! | [`ServiceResolver`] | a `peerchannel resolver` HTTP service is running somewhere reachable |
 //! | [`StaticResolver`] | a fixed list of `host:port` bootstrap peers |
 //! | [`MultiResolver`] | several of the above at once: register with all, resolve from any |
+//! | [`MdnsResolver`] | no server: nodes on the same LAN or host find each other with mDNS / DNS-SD |
+//! | [`AutoResolver`] | the default: a resolver service when it answers, mDNS otherwise |
 //!
 //! You may implement [`Resolver`] yourself; the runtime only ever holds an
 //! `Arc<dyn Resolver>`.
@@ -72,11 +74,18 @@ use serde::{Deserialize, Serialize};
 use crate::{MeshId, PeerId};
 
 pub mod api;
+mod auto;
+mod mdns;
 mod multi;
 mod registration;
 mod service;
 mod static_peers;
 
+pub use auto::{AUTO_SERVICE_RECHECK, AUTO_SERVICE_TIMEOUT, AutoResolver, AutoSource};
+pub use mdns::{
+    FIRST_BROWSE_WAIT, GOODBYE_TIMEOUT, MAX_NEARBY, MAX_TXT_LEN, MdnsConfig, MdnsError,
+    MdnsResolver, NearbyNode, RECORD_TTL, SERVICE_TYPE, VERIFY_INTERVAL, VERIFY_TIMEOUT,
+};
 pub use multi::{MULTI_RESOLVE_TIMEOUT, MultiResolver};
 pub use registration::{RegistrationHandle, RegistrationStatus, spawn_registration};
 pub use service::{InvalidResolverUrl, REQUEST_TIMEOUT, ServiceResolver};
