@@ -12,7 +12,10 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::ValueEnum;
-use peerchannel::resolver::{Resolver, ServiceResolver, StaticResolver};
+use peerchannel::resolver::{
+    AutoResolver, MdnsConfig, MdnsResolver, MultiResolver, Resolver, SERVICE_TYPE, ServiceResolver,
+    StaticResolver,
+};
 use peerchannel::{Event, Identity, MeshAddress, MeshOptions, Node, NodeConfig, RecvError};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -38,9 +41,14 @@ pub struct Args {
     /// A member to bootstrap from, HOST:PORT; may be repeated.
     #[arg(long = "peer", value_name = "HOST:PORT")]
     peers: Vec<String>,
-    /// How to find other members. Default: the resolvers and peers given.
-    #[arg(long, value_enum)]
-    discovery: Option<Discovery>,
+    /// How to find other members. `auto`: the resolver services given while they answer,
+    /// else mDNS on the local network (with neither --resolver nor --peer: mDNS alone), plus
+    /// the --peer list.
+    #[arg(long, value_enum, default_value_t = Discovery::Auto)]
+    discovery: Discovery,
+    /// The DNS-SD service type for mDNS: nodes with different types do not see each other.
+    #[arg(long, value_name = "TYPE", default_value = SERVICE_TYPE)]
+    mdns_service: String,
     /// Where to listen for other members.
     #[arg(long, default_value = "0.0.0.0:0")]
     listen: SocketAddr,
@@ -52,9 +60,13 @@ pub struct Args {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Discovery {
-    /// The resolver services given with --resolver.
+    /// The resolver services given with --resolver while they answer, else mDNS; plus --peer.
+    Auto,
+    /// The resolver services given with --resolver (and the --peer list, if given).
     Resolver,
-    /// The bootstrap peers given with --peer.
+    /// mDNS / DNS-SD on the local network only: no server, no configuration.
+    Mdns,
+    /// The bootstrap peers given with --peer (and the --resolver services, if given).
     Static,
 }
 
@@ -140,42 +152,98 @@ fn print_message(message: ChatMessage) {
     }
 }
 
-/// The resolvers to use, checked: a resolver that cannot be reached is an error now, not a
-/// silent wait later.
+/// The resolvers to use, checked: with `--discovery resolver`, a resolver that cannot be
+/// reached is an error now, not a silent wait later; with `auto` it is a warning, and mDNS
+/// stands in until it answers.
 async fn discovery(args: &Args) -> anyhow::Result<Vec<Arc<dyn Resolver>>> {
-    let discovery = match args.discovery {
-        Some(d) => d,
-        None if !args.resolvers.is_empty() => Discovery::Resolver,
-        None if !args.peers.is_empty() => Discovery::Static,
-        None => bail!(
-            "no way to find other members: give --resolver URL (a `peerchannel resolver`) or --peer HOST:PORT"
-        ),
-    };
     let mut out: Vec<Arc<dyn Resolver>> = Vec::new();
-    if discovery == Discovery::Resolver || !args.resolvers.is_empty() {
-        if args.resolvers.is_empty() {
-            bail!("--discovery resolver needs at least one --resolver URL");
-        }
-        for url in &args.resolvers {
-            let resolver =
-                ServiceResolver::new(url).with_context(|| format!("bad --resolver {url}"))?;
-            match tokio::time::timeout(RESOLVER_CHECK, resolver.settings()).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => bail!("cannot reach the resolver at {url}: {e}"),
-                Err(_) => {
-                    bail!("cannot reach the resolver at {url}: no answer within {RESOLVER_CHECK:?}")
+    match args.discovery {
+        Discovery::Auto => {
+            let services = services(args, false).await?;
+            let mdns = match mdns(args) {
+                Ok(mdns) => Some(mdns),
+                Err(e) if services.is_some() || !args.peers.is_empty() => {
+                    eprintln!("warning: {e:#}; going on without it");
+                    None
                 }
+                Err(e) => return Err(e),
+            };
+            match (services, mdns) {
+                (Some(service), Some(mdns)) => {
+                    out.push(Arc::new(AutoResolver::new(Some(service), mdns)))
+                }
+                (Some(only), None) | (None, Some(only)) => out.push(only),
+                (None, None) => {}
             }
-            out.push(Arc::new(resolver));
+        }
+        Discovery::Resolver => {
+            if args.resolvers.is_empty() {
+                bail!("--discovery resolver needs at least one --resolver URL");
+            }
+            out.extend(services(args, true).await?);
+        }
+        Discovery::Mdns => {
+            if !args.resolvers.is_empty() || !args.peers.is_empty() {
+                bail!(
+                    "--discovery mdns uses neither --resolver nor --peer; drop them, or use \
+                     --discovery auto to combine them with mDNS"
+                );
+            }
+            out.push(mdns(args)?);
+        }
+        Discovery::Static => {
+            if args.peers.is_empty() {
+                bail!("--discovery static needs at least one --peer HOST:PORT");
+            }
+            out.extend(services(args, true).await?);
         }
     }
-    if discovery == Discovery::Static || !args.peers.is_empty() {
-        if args.peers.is_empty() {
-            bail!("--discovery static needs at least one --peer HOST:PORT");
-        }
+    if !args.peers.is_empty() {
         let resolver =
             StaticResolver::new(args.peers.iter().map(String::as_str)).context("bad --peer")?;
         out.push(Arc::new(resolver));
     }
     Ok(out)
+}
+
+/// The `--resolver` services as one resolver (`None` without any), each asked for its
+/// settings first. One that does not answer is an error when `strict`, else a warning.
+async fn services(args: &Args, strict: bool) -> anyhow::Result<Option<Arc<dyn Resolver>>> {
+    let mut services: Vec<Arc<dyn Resolver>> = Vec::new();
+    for url in &args.resolvers {
+        let resolver =
+            ServiceResolver::new(url).with_context(|| format!("bad --resolver {url}"))?;
+        let problem = match tokio::time::timeout(RESOLVER_CHECK, resolver.settings()).await {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(format!("cannot reach the resolver at {url}: {e}")),
+            Err(_) => Some(format!(
+                "cannot reach the resolver at {url}: no answer within {RESOLVER_CHECK:?}"
+            )),
+        };
+        match problem {
+            Some(problem) if strict => bail!(problem),
+            Some(problem) => eprintln!("warning: {problem}; using mDNS until it answers"),
+            None => {}
+        }
+        services.push(Arc::new(resolver));
+    }
+    Ok(match services.len() {
+        0 => None,
+        1 => services.pop(),
+        _ => Some(Arc::new(MultiResolver::new(services))),
+    })
+}
+
+/// The mDNS resolver, on the interface of `--listen` when it names one.
+fn mdns(args: &Args) -> anyhow::Result<Arc<dyn Resolver>> {
+    let mut config = MdnsConfig::default()
+        .service_type(&args.mdns_service)
+        .context("bad --mdns-service")?;
+    if !args.listen.ip().is_unspecified() {
+        config = config.interface_addrs(vec![args.listen.ip()]);
+    }
+    let resolver = MdnsResolver::with_config(config).context(
+        "no mDNS on this host; give --resolver URL (a `peerchannel resolver`) or --peer HOST:PORT",
+    )?;
+    Ok(Arc::new(resolver))
 }

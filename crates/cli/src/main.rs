@@ -1,5 +1,6 @@
 //! `peerchannel`: chat over a mesh, run a resolver, manage identities, watch a demo.
 
+mod browse;
 mod chat;
 mod demo;
 mod identity_cmd;
@@ -33,6 +34,8 @@ enum Command {
     Identity(identity_cmd::Command),
     /// Watch a mesh of nodes form, talk, lose a node and repair itself, in one process.
     Demo(demo::Args),
+    /// List the meshes and nodes advertised nearby (mDNS), as they come and go.
+    Browse(browse::Args),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
             Command::Resolver(args) => resolver_cmd::run(args).await,
             Command::Identity(command) => identity_cmd::run(command),
             Command::Demo(args) => demo::run(args).await,
+            Command::Browse(args) => browse::run(args).await,
         }
     });
     // Background tasks (links, registrations) must not hold the process open.

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use mdns_sd::{
-    DaemonEvent, RecvTimeoutError, ResolvedService, ScopedIp, ServiceDaemon, ServiceEvent,
+    DaemonEvent, IfKind, RecvTimeoutError, ResolvedService, ScopedIp, ServiceDaemon, ServiceEvent,
     ServiceInfo,
 };
 use tokio::sync::watch;
@@ -89,6 +89,11 @@ pub struct MdnsConfig {
     /// instead of [`RECORD_TTL`]. One small query per instance per interval; off by default
     /// (nodes only need contacts now and then), on in `peerchannel browse`.
     pub verify_interval: Option<Duration>,
+    /// Restricts mDNS to the interfaces that carry these addresses. Empty (the default): every
+    /// interface. A node listening on one address is reachable only there, so advertising (and
+    /// browsing) elsewhere would be useless: `peerchannel chat --listen 127.0.0.1:0` keeps its
+    /// mDNS traffic on loopback.
+    pub interface_addrs: Vec<IpAddr>,
 }
 
 impl Default for MdnsConfig {
@@ -97,6 +102,7 @@ impl Default for MdnsConfig {
             service_type: SERVICE_TYPE.to_owned(),
             first_browse_wait: FIRST_BROWSE_WAIT,
             verify_interval: None,
+            interface_addrs: Vec::new(),
         }
     }
 }
@@ -113,6 +119,12 @@ impl MdnsConfig {
     /// [`MdnsConfig::verify_interval`]).
     pub fn verify_interval(mut self, interval: Duration) -> Self {
         self.verify_interval = Some(interval);
+        self
+    }
+
+    /// Uses only the interfaces that carry `addrs` (see [`MdnsConfig::interface_addrs`]).
+    pub fn interface_addrs(mut self, addrs: Vec<IpAddr>) -> Self {
+        self.interface_addrs = addrs;
         self
     }
 }
@@ -233,6 +245,18 @@ impl MdnsResolver {
             ..config
         };
         let daemon = ServiceDaemon::new().map_err(|e| MdnsError::Daemon(e.to_string()))?;
+        if !config.interface_addrs.is_empty() {
+            // Applied in order before the browse starts: nothing is sent elsewhere.
+            let only: Vec<IfKind> = config
+                .interface_addrs
+                .iter()
+                .map(|ip| IfKind::Addr(*ip))
+                .collect();
+            daemon
+                .disable_interface(IfKind::All)
+                .and_then(|()| daemon.enable_interface(only))
+                .map_err(|e| MdnsError::Daemon(e.to_string()))?;
+        }
         let events = daemon
             .browse(&config.service_type)
             .map_err(|e| MdnsError::Daemon(e.to_string()))?;
