@@ -5,15 +5,25 @@
 mod common;
 mod netns;
 
+use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, UdpSocket};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use peerchannel::resolver::{MdnsResolver, NearbyNode, Resolver, SERVICE_TYPE};
-use peerchannel::{Identity, MeshId, MeshOptions, Node, NodeConfig};
+use peerchannel::resolver::{MdnsResolver, NearbyNode, RECORD_TTL, Resolver, SERVICE_TYPE};
+use peerchannel::{Identity, MeshId, MeshOptions, Node, NodeConfig, PeerId};
 
 use common::{neighbors_at_least, within};
+
+/// The name of the helper test that runs the node to be killed, and the variable that tells
+/// it to run.
+const KILLED_NODE_HELPER: &str = "killed_node_helper";
+const KILLED_NODE_ENV: &str = "PEERCHANNEL_TEST_KILLED_NODE";
+
+/// How long past the TTL a killed node may stay listed: timers, and the last answer it gave.
+const TTL_SLACK: Duration = Duration::from_secs(15);
 
 /// How often the hostile sender repeats its packets while the nodes work.
 const HOSTILE_REPEAT: Duration = Duration::from_millis(200);
@@ -149,6 +159,73 @@ fn meshes_advertise_independently_and_leaving_withdraws() {
             });
         },
     );
+}
+
+#[test]
+fn a_killed_node_expires_within_the_record_ttl() {
+    netns::isolated("a_killed_node_expires_within_the_record_ttl", || {
+        runtime().block_on(async {
+            // No verification: only the records' TTL makes a dead node go, as in the nodes'
+            // own resolvers.
+            let observer = MdnsResolver::new().unwrap();
+            let mut child = Command::new(std::env::current_exe().unwrap())
+                .args([KILLED_NODE_HELPER, "--exact", "--ignored", "--nocapture"])
+                .env(KILLED_NODE_ENV, "1")
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let stdout = child.stdout.take().unwrap();
+            let ready = tokio::task::spawn_blocking(move || {
+                BufReader::new(stdout)
+                    .lines()
+                    .map_while(Result::ok)
+                    .find_map(|l| l.strip_prefix("ready ").map(str::to_owned))
+            });
+            let id: PeerId = within("the helper node", ready)
+                .await
+                .unwrap()
+                .expect("the helper says ready")
+                .parse()
+                .unwrap();
+            until_nearby(&observer, "the helper listed", |list| {
+                list.iter().any(|n| n.peer_id == id)
+            })
+            .await;
+
+            let killed = Instant::now();
+            child.kill().unwrap();
+            child.wait().unwrap();
+            let gone = async {
+                let mut watch = observer.watch();
+                while watch.borrow_and_update().iter().any(|n| n.peer_id == id) {
+                    watch.changed().await.unwrap();
+                }
+            };
+            tokio::time::timeout(RECORD_TTL + TTL_SLACK, gone)
+                .await
+                .expect("the killed node's records expired");
+            println!(
+                "a killed node dropped out {:?} after it was killed (TTL {RECORD_TTL:?})",
+                killed.elapsed()
+            );
+        });
+    });
+}
+
+/// Not a test on its own: the node that `a_killed_node_expires_within_the_record_ttl` runs in
+/// a child process and kills.
+#[test]
+#[ignore = "a helper process of a_killed_node_expires_within_the_record_ttl"]
+fn killed_node_helper() {
+    if std::env::var_os(KILLED_NODE_ENV).is_none() {
+        return;
+    }
+    runtime().block_on(async {
+        let node = mdns_node().await;
+        let _mesh = node.join("doomed", MeshOptions::default()).await.unwrap();
+        println!("ready {}", node.peer_id());
+        std::future::pending::<()>().await;
+    });
 }
 
 #[test]
