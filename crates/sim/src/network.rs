@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use peerchannel_proto::{
-    BroadcastMessage, BroadcastOptions, Config, InEvent, MeshId, MeshMessage, Message, MessageId,
-    OutEvent, PeerInfo, State,
+    BroadcastError, BroadcastMessage, BroadcastOptions, BroadcastStatus, Config, Filter, InEvent,
+    MeshId, MeshMessage, Message, MessageId, OutEvent, PeerInfo, State,
 };
 use rand::seq::IndexedRandom;
 use rand::{RngExt, SeedableRng};
@@ -345,20 +345,32 @@ impl Network {
         self.process(node);
     }
 
-    /// Sends a message from `node` and tracks its delivery.
+    /// Sends a message from `node` and tracks its delivery; `None` if the node refused it
+    /// (see [`Network::broadcast_with`]).
     pub fn broadcast(&mut self, node: NodeId, payload: &'static [u8]) -> Option<MessageId<NodeId>> {
-        let now = self.now;
-        let mesh = self.mesh.clone();
-        let result = self.nodes[node as usize].state.broadcast(
-            &mesh,
+        self.broadcast_with(
+            node,
             Bytes::from_static(payload),
             BroadcastOptions::default(),
-            now,
-        );
-        let id = match result {
-            Ok((id, _)) => id,
-            Err(_) => return None,
-        };
+        )
+        .ok()
+        .map(|(id, _)| id)
+    }
+
+    /// Sends a message from `node` with options (a hop limit), tracks its delivery, and returns
+    /// what the node's [`State::broadcast`] said: the message may be queued (the node is
+    /// offline) or refused. A queued message is tracked from now, when it was published.
+    pub fn broadcast_with(
+        &mut self,
+        node: NodeId,
+        payload: Bytes,
+        options: BroadcastOptions,
+    ) -> Result<(MessageId<NodeId>, BroadcastStatus), BroadcastError> {
+        let now = self.now;
+        let mesh = self.mesh.clone();
+        let (id, status) = self.nodes[node as usize]
+            .state
+            .broadcast(&mesh, payload, options, now)?;
         self.tracked.insert(
             id,
             Tracked {
@@ -372,7 +384,30 @@ impl Network {
             },
         );
         self.process(node);
-        Some(id)
+        Ok((id, status))
+    }
+
+    /// Installs (or with `None` removes) a node's propagation filter (see
+    /// [`State::set_filter`]). Does nothing for a node that has not joined.
+    pub fn set_filter(&mut self, node: NodeId, filter: Option<Filter<NodeId>>) {
+        let mesh = self.mesh.clone();
+        // `set_filter` fails only for a node that is not in the mesh: nothing to filter there.
+        let _ = self.nodes[node as usize].state.set_filter(&mesh, filter);
+    }
+
+    /// A node's neighbors (its active view); empty if it has not joined.
+    pub fn neighbors(&self, node: NodeId) -> &[NodeId] {
+        self.state(node).neighbors(&self.mesh).unwrap_or(&[])
+    }
+
+    /// The neighbors a node pushes messages to eagerly: its links in the broadcast tree.
+    pub fn eager_peers(&self, node: NodeId) -> Vec<NodeId> {
+        self.state(node).eager_peers(&self.mesh).unwrap_or_default()
+    }
+
+    /// Whether a node is marked slow (see [`Network::set_slow`]).
+    pub fn is_slow(&self, node: NodeId) -> bool {
+        self.nodes[node as usize].slow
     }
 
     /// What is known of a tracked message.

@@ -260,7 +260,9 @@ pub fn run(s: &Scenario, mut on_round: impl FnMut(&RoundReport)) -> Summary {
     }
 }
 
-fn mark_slow(net: &mut Network, fraction: f64) {
+/// Marks a random `fraction` of the nodes slow (see [`Network::set_slow`]), drawing them from
+/// the network's random source as [`run`] does.
+pub fn mark_slow(net: &mut Network, fraction: f64) {
     if fraction <= 0.0 {
         return;
     }
