@@ -70,9 +70,20 @@ struct Args {
     /// Override the first graft timeout, in milliseconds.
     #[arg(long)]
     graft_timeout_ms: Option<u64>,
+    /// Override the second graft timeout (between grafts, and before a catch-up graft), in
+    /// milliseconds.
+    #[arg(long)]
+    graft_timeout_2_ms: Option<u64>,
     /// Turn on Plumtree's optimisation with this threshold, in hops (off by default).
     #[arg(long)]
     optimization_threshold: Option<u16>,
+    /// Override how many of the contact's neighbors a join walks out to.
+    #[arg(long)]
+    join_walks: Option<usize>,
+    /// Turn beacons off (no tree rebuild after neighbor changes; partition probes then have
+    /// nothing to compare).
+    #[arg(long)]
+    no_beacons: bool,
     /// Print one JSON object per round.
     #[arg(long)]
     json: bool,
@@ -178,8 +189,17 @@ fn run_main() -> anyhow::Result<()> {
     if let Some(v) = args.graft_timeout_ms {
         p.broadcast.graft_timeout_1 = Duration::from_millis(v);
     }
+    if let Some(v) = args.graft_timeout_2_ms {
+        p.broadcast.graft_timeout_2 = Duration::from_millis(v);
+    }
     if let Some(v) = args.optimization_threshold {
         p.broadcast.optimization_threshold = Some(v);
+    }
+    if let Some(v) = args.join_walks {
+        p.membership.join_walks = v;
+    }
+    if args.no_beacons {
+        p.mesh.beacons = false;
     }
 
     let rss_before = rss_bytes();
