@@ -45,9 +45,10 @@ fn one_sender_at_a_time_meets_every_target_in_every_round() {
 
 /// Four senders at once share one tree. In a round during which the tree is being rebuilt (a
 /// beacon after a change of neighbors), a message can need one graft (about 400 ms to reach
-/// everyone) or meet duplicates over old and new links (measured once: RMR 0.15); 95 of the
-/// first 100 rounds (seeds 1-10) meet every per-round target. So the per-round check is no
-/// message missed, and redundancy and time are checked on the run's mean.
+/// everyone) or meet duplicates over old and new links (measured once: RMR 0.15); 96 of the
+/// first 100 rounds (seeds 1-10) meet every per-round target. So each round must miss nothing
+/// and stay within the LDH bound, and redundancy, time and LDH are checked on the run's mean.
+/// (A round's LDH here is the worst of its four messages: seed 15's mean is 12.2.)
 #[test]
 fn four_senders_at_a_time_meet_the_targets_on_average() {
     for seed in seeds(2) {
