@@ -8,12 +8,13 @@
 //!
 //! Phases, in order: the mesh forms through an embedded resolver and settles; `resources`
 //! reads idle memory; `raw` measures one QUIC link configured as peerchannel's links are
-//! (the baseline); a one-second warm-up forms the broadcast tree; `throughput` sends from
-//! node 0 as fast as backpressure allows and counts distinct deliveries at every other node
-//! (with the redundancy and CPU time over that phase); `latency` sends at a fixed rate and
-//! measures one-way latency at every receiver on one clock (`CLOCK_MONOTONIC`, shared by all
-//! processes on a Linux host); `resources` reads memory under load; `pause` (with
-//! `--pause-one`) stops one receiver dead for SECS while the sender goes on.
+//! (the baseline); a one-second warm-up at 1,000 messages/s forms the broadcast tree;
+//! `latency` sends at a fixed rate and measures one-way latency at every receiver on one
+//! clock (`CLOCK_MONOTONIC`, shared by all processes on a Linux host); `throughput` sends
+//! from node 0 as fast as backpressure allows and counts distinct deliveries at every other
+//! node (with the redundancy and CPU time over that phase); `resources` reads memory under
+//! load; `pause` (with `--pause-one`) lets the mesh settle again, then stops one receiver dead
+//! for SECS while the sender goes on.
 //!
 //! Every figure is reported beside the raw baseline as a ratio, because these machines are
 //! noisy. Release builds only: a debug build measures the compiler, not the mesh.
@@ -169,14 +170,16 @@ async fn measure(args: &RunArgs, cluster: &Cluster, printer: &mut Printer) -> an
     let raw = raw::run(args.size, args.secs).await?;
     printer.raw(&raw);
 
+    // Latency first, on the settled mesh: the throughput phase saturates it, and what a
+    // saturated mesh does afterwards is not the steady state the latency target is about.
     progress("warm-up");
     phases::warm_up(cluster).await?;
+    progress("latency");
+    let latency = phases::latency(cluster, args.secs, args.rate).await?;
+
     progress("throughput");
     let throughput = phases::throughput(cluster, args.size, args.secs, raw.msgs_per_sec).await?;
     printer.throughput(&throughput);
-
-    progress("latency");
-    let latency = phases::latency(cluster, args.secs, args.rate).await?;
     printer.latency(&latency);
 
     let load = cluster.samples()?;
@@ -184,6 +187,10 @@ async fn measure(args: &RunArgs, cluster: &Cluster, printer: &mut Printer) -> an
     printer.resources(&resources);
 
     if let Some(pause_secs) = args.pause_one {
+        // The same start for the pause phase: a settled mesh with a formed tree.
+        progress("waiting for the mesh to settle again");
+        cluster.settle().await?;
+        phases::warm_up(cluster).await?;
         progress(&format!("pause: one receiver stops for {pause_secs} s"));
         let pause = phases::pause(cluster, pause_secs).await?;
         printer.pause(&pause);

@@ -15,9 +15,13 @@ use crate::record::{
     Percentiles, ReceiverReport, efficiency, full_delivery, latency_histogram, per_sec, rmr,
 };
 
-/// How long the sender sends before anything is measured, so that the broadcast tree has
-/// formed (duplicates prune links to lazy) and allocators and windows have warmed up.
+/// How long the sender sends before a measured phase, so that the broadcast tree has formed
+/// (duplicates prune links to lazy) and allocators and windows have warmed up.
 pub const WARMUP_SECS: f64 = 1.0;
+
+/// The warm-up's rate, messages per second: well below saturation, so that it forms the tree
+/// without overloading the mesh.
+pub const WARMUP_RATE: f64 = 1_000.0;
 
 /// How often receivers are polled while the last messages of a phase arrive.
 const DRAIN_POLL: Duration = Duration::from_millis(50);
@@ -127,7 +131,7 @@ pub async fn warm_up(cluster: &Cluster) -> anyhow::Result<()> {
     let plan = SendPlan {
         phase: Phase::Warmup,
         secs: WARMUP_SECS,
-        rate: None,
+        rate: Some(WARMUP_RATE),
     };
     let sent = cluster.sender().send(plan).await?;
     drain_and_report(cluster.receivers(), Phase::Warmup, sent.sent).await?;

@@ -56,7 +56,7 @@ impl Printer {
                 "peerchannel-bench: {} nodes, {}-byte messages, {} s phases, {}, loopback, {} cores",
                 info.nodes, info.size, info.secs, info.mode, info.cores
             );
-            println!("{:<11} {:<46} {:>16}  vs raw", "phase", "figure", "value");
+            println!("{:<11} {:<50} {:>22}  vs raw", "phase", "figure", "value");
         }
         Self {
             json,
@@ -253,26 +253,39 @@ impl Printer {
             &count(p.others_after_msgs_per_sec),
             &format!("{:.1}% reached every other", p.others_full_delivery * 100.0),
         );
-        row(
-            "pause",
-            "sender RSS before / peak",
-            &format!(
-                "{} / {}",
-                mib(p.sender_rss_before_bytes),
-                mib(p.sender_rss_peak_bytes)
-            ),
-            "",
-        );
-        row(
-            "pause",
-            "paused node RSS before / peak",
-            &format!(
-                "{} / {}",
-                mib(p.paused_rss_before_bytes),
-                mib(p.paused_rss_peak_bytes)
-            ),
-            "",
-        );
+        if p.how == "SIGSTOP" {
+            row(
+                "pause",
+                "sender RSS before / peak",
+                &format!(
+                    "{} / {}",
+                    mib(p.sender_rss_before_bytes),
+                    mib(p.sender_rss_peak_bytes)
+                ),
+                "",
+            );
+            row(
+                "pause",
+                "paused node RSS before / peak",
+                &format!(
+                    "{} / {}",
+                    mib(p.paused_rss_before_bytes),
+                    mib(p.paused_rss_peak_bytes)
+                ),
+                "",
+            );
+        } else {
+            row(
+                "pause",
+                "process RSS before / peak (all nodes together)",
+                &format!(
+                    "{} / {}",
+                    mib(p.sender_rss_before_bytes),
+                    mib(p.sender_rss_peak_bytes)
+                ),
+                "per node: use --processes",
+            );
+        }
         let fate = match (p.paused_disconnected, p.paused_rejoined_after_secs) {
             (_, Some(s)) => format!("disconnected, online again {s:.1} s after resuming"),
             (true, None) if p.paused_online_at_end => "lost links, stayed online".to_owned(),
@@ -333,7 +346,7 @@ impl Printer {
 }
 
 fn row(phase: &str, figure: &str, value: &str, note: &str) {
-    println!("{phase:<11} {figure:<46} {value:>16}  {note}");
+    println!("{phase:<11} {figure:<50} {value:>22}  {note}");
 }
 
 /// A count with thousands separators.
