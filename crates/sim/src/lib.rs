@@ -4,7 +4,8 @@
 //! over a simulated network with a virtual clock: per-link latency, retransmissions, deaths
 //! without goodbye, partitions, slow nodes and a resolver. The same seed gives the same run,
 //! byte for byte. The `peerchannel-sim` binary runs the scenarios in [`scenario`] and prints
-//! one JSON object per round.
+//! one JSON object per round. `README.md` says what is modelled and what is not, and records
+//! the measured results; `tests/` holds one scenario test per behaviour.
 //!
 //! ```
 //! use peerchannel_sim::scenario::{run, Kind, Scenario};
