@@ -100,7 +100,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mesh = node
         .join(&address.to_string(), MeshOptions::default())
         .await?;
+    // Subscribe first, then read the state: the mesh may have come online in between.
     let mut events = mesh.events();
+    let mut online = false;
+    if mesh.is_online().await? {
+        println!("** Online");
+        online = true;
+    }
     let mut channel = mesh.channel::<ChatMessage>(&path)?;
     let nick = args.nick.trim().to_owned();
     // Goes out as soon as the mesh is online (it waits in the offline queue until then).
@@ -130,8 +136,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 Err(e) => eprintln!("{e}"),
             },
             event = events.recv() => match event {
-                Ok(Event::Online) => println!("** Online"),
-                Ok(Event::Offline) => println!("** Offline"),
+                Ok(Event::Online) if !online => {
+                    println!("** Online");
+                    online = true;
+                }
+                Ok(Event::Offline) if online => {
+                    println!("** Offline");
+                    online = false;
+                }
                 Ok(_) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => break,

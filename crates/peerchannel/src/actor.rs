@@ -62,8 +62,8 @@ const ADDRESS_BOOK: usize = 10_000;
 /// after its idle timeout, 3 s by default).
 const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long shutting down waits for goodbyes to be written.
-const SHUTDOWN_FLUSH: Duration = Duration::from_secs(1);
+/// How long shutting down waits for goodbyes to be written and acknowledged.
+const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
 
 /// What handles ask of the node's task.
 pub(crate) enum Command {
@@ -809,6 +809,7 @@ impl Actor {
                 let Some(runtime) = self.meshes.get(&mesh) else {
                     return;
                 };
+                debug!(mesh = %mesh, event = ?event, "mesh event");
                 let event = match event {
                     MeshEvent::Online => Event::Online,
                     MeshEvent::Offline => Event::Offline,
@@ -872,19 +873,16 @@ impl Actor {
             }
         }
         self.drain().await;
-        // Let the goodbyes go out before closing the links.
-        let flushed = async {
-            while self
-                .peers
-                .values()
-                .any(|p| p.links.iter().any(|l| l.queued() > 0))
-            {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        };
+        // Let the goodbyes (and every frame still queued) go out and be acknowledged before
+        // closing: closing a QUIC connection throws away what it has not sent.
+        let writers: Vec<_> = std::mem::take(&mut self.peers)
+            .into_values()
+            .flat_map(|p| p.links)
+            .map(Link::finish)
+            .collect();
         let _ = tokio::time::timeout(SHUTDOWN_FLUSH, async {
             tokio::join!(
-                flushed,
+                futures_util::future::join_all(writers),
                 futures_util::future::join_all(
                     unregistering
                         .into_iter()
@@ -893,8 +891,6 @@ impl Actor {
             )
         })
         .await;
-        // Give the control frames (goodbyes) a moment to be written, then close gracefully.
-        tokio::time::sleep(Duration::from_millis(50)).await;
         self.endpoint.close(close_code::SHUTDOWN, b"shutdown");
         let _ = tokio::time::timeout(SHUTDOWN_FLUSH, self.endpoint.wait_idle()).await;
         info!("node stopped");

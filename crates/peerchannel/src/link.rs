@@ -23,6 +23,9 @@ use crate::PeerId;
 /// Frames waiting in a link's data lane before it counts as slow.
 pub(crate) const DATA_QUEUE_FRAMES: usize = 512;
 
+/// How long a link being closed waits for the peer to acknowledge the last frames.
+pub(crate) const FINISH_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A batched write is cut at about this many bytes.
 const WRITE_BATCH: usize = 64 * 1024;
 
@@ -86,6 +89,7 @@ pub(crate) struct Link {
     pub(crate) outgoing: bool,
     control: mpsc::UnboundedSender<Bytes>,
     data: mpsc::Sender<Bytes>,
+    writer: tokio::task::JoinHandle<()>,
 }
 
 impl Link {
@@ -101,7 +105,7 @@ impl Link {
     ) -> Self {
         let (control_tx, control_rx) = mpsc::unbounded_channel();
         let (data_tx, data_rx) = mpsc::channel(DATA_QUEUE_FRAMES);
-        tokio::spawn(write_loop(
+        let writer = tokio::spawn(write_loop(
             conn.clone(),
             control_rx,
             data_rx,
@@ -114,7 +118,22 @@ impl Link {
             outgoing,
             control: control_tx,
             data: data_tx,
+            writer,
         }
+    }
+
+    /// Stops taking frames: the writer sends what is queued, finishes the stream and waits
+    /// (up to [`FINISH_WAIT`]) for the peer to acknowledge it. The returned task ends then;
+    /// closing the connection before that would throw the unsent frames away.
+    pub(crate) fn finish(self) -> tokio::task::JoinHandle<()> {
+        let Self {
+            control,
+            data,
+            writer,
+            ..
+        } = self;
+        drop((control, data));
+        writer
     }
 
     /// Queues a control frame (never refused while the link lives).
@@ -139,11 +158,6 @@ impl Link {
     /// Frames the data lane can take now.
     pub(crate) fn data_room(&self) -> usize {
         self.data.capacity()
-    }
-
-    /// Frames waiting in both lanes, as far as can be told.
-    pub(crate) fn queued(&self) -> usize {
-        DATA_QUEUE_FRAMES - self.data.capacity()
     }
 
     /// Closes the connection; the reader reports it as closed.
@@ -196,8 +210,10 @@ async fn write_loop(
         }
         batch.clear();
     }
-    if let Some(mut s) = stream {
-        let _ = s.finish();
+    if let Some(mut s) = stream
+        && s.finish().is_ok()
+    {
+        let _ = tokio::time::timeout(FINISH_WAIT, s.stopped()).await;
     }
 }
 

@@ -26,13 +26,14 @@
 //! (the last one gone), and neighbors coming and going. A message sent while offline waits in
 //! a bounded queue ([`SendStatus::Queued`]) and goes out when the mesh is online again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::Stream;
@@ -47,6 +48,12 @@ use crate::error::{ChannelError, NodeClosed, RecvError, SendError};
 
 /// Events kept for a slow reader of [`Mesh::events`] before it starts to lag.
 pub const EVENT_CAPACITY: usize = 256;
+
+/// Messages kept for paths no channel is open on yet (see [`Mesh::channel`]).
+pub const BACKLOG_MESSAGES: usize = 256;
+
+/// How long such a message is kept.
+pub const BACKLOG_AGE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Something that happened to a mesh.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -189,6 +196,11 @@ impl Mesh {
     }
 
     /// A typed channel on `path`.
+    ///
+    /// Messages that arrived on `path` before any channel was open on it (for example between
+    /// [`crate::Node::join`] returning and this call) are not lost: the mesh keeps up to
+    /// [`BACKLOG_MESSAGES`] of them for [`BACKLOG_AGE`], and the first channel opened on the path
+    /// receives them first.
     pub fn channel<T: Serialize + DeserializeOwned>(
         &self,
         path: &str,
@@ -209,15 +221,19 @@ impl Mesh {
         let (tx, rx) = mpsc::channel(self.shared.channel_capacity);
         let lagged = Arc::new(AtomicU64::new(0));
         let path: Arc<str> = Arc::from(path);
-        self.shared
-            .lock()
-            .entry(path.clone())
-            .or_default()
-            .push(Subscriber {
+        {
+            let mut inner = self.shared.lock();
+            // Registered and replayed under one lock: nothing slips in between.
+            for (_, message, _) in inner.take_backlog(&path) {
+                let _ = tx.try_send(message);
+            }
+            let subscriber = Subscriber {
                 id,
                 tx,
                 lagged: lagged.clone(),
-            });
+            };
+            inner.subs.entry(path.clone()).or_default().push(subscriber);
+        }
         Ok(RawChannel {
             mesh: self.clone(),
             path,
@@ -390,11 +406,11 @@ impl Stream for RawChannel {
 
 impl Drop for RawChannel {
     fn drop(&mut self) {
-        let mut subs = self.mesh.shared.lock();
-        if let Some(list) = subs.get_mut(&self.path) {
+        let mut inner = self.mesh.shared.lock();
+        if let Some(list) = inner.subs.get_mut(&self.path) {
             list.retain(|s| s.id != self.id);
             if list.is_empty() {
-                subs.remove(&self.path);
+                inner.subs.remove(&self.path);
             }
         }
     }
@@ -483,9 +499,41 @@ pub(crate) struct MeshShared {
     pub(crate) events: broadcast::Sender<Event>,
     pub(crate) max_message_size: usize,
     pub(crate) channel_capacity: usize,
-    subscriptions: Mutex<HashMap<Arc<str>, Vec<Subscriber>>>,
+    subscriptions: Mutex<Subscriptions>,
     next_channel: AtomicU64,
     closed: AtomicBool,
+}
+
+/// The channels open on each path, and messages that came while none was.
+#[derive(Default)]
+struct Subscriptions {
+    subs: HashMap<Arc<str>, Vec<Subscriber>>,
+    backlog: VecDeque<(Arc<str>, Received, Instant)>,
+}
+
+impl Subscriptions {
+    fn keep(&mut self, path: &str, message: Received) {
+        let now = Instant::now();
+        while self.backlog.len() >= BACKLOG_MESSAGES
+            || self
+                .backlog
+                .front()
+                .is_some_and(|(_, _, at)| now.duration_since(*at) > BACKLOG_AGE)
+        {
+            self.backlog.pop_front();
+        }
+        self.backlog.push_back((Arc::from(path), message, now));
+    }
+
+    fn take_backlog(&mut self, path: &str) -> Vec<(Arc<str>, Received, Instant)> {
+        let now = Instant::now();
+        let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.backlog)
+            .into_iter()
+            .filter(|(_, _, at)| now.duration_since(*at) <= BACKLOG_AGE)
+            .partition(|(p, _, _)| &**p == path);
+        self.backlog = rest.into();
+        mine
+    }
 }
 
 struct Subscriber {
@@ -511,7 +559,7 @@ impl MeshShared {
             events: broadcast::channel(EVENT_CAPACITY).0,
             max_message_size,
             channel_capacity,
-            subscriptions: Mutex::new(HashMap::new()),
+            subscriptions: Mutex::new(Subscriptions::default()),
             next_channel: AtomicU64::new(0),
             closed: AtomicBool::new(false),
         }
@@ -520,8 +568,13 @@ impl MeshShared {
     /// Hands a message to every channel on `path` but `except`. Never waits: a channel whose
     /// queue is full loses the message and is told so ([`RecvError::Lagged`]).
     pub(crate) fn deliver(&self, path: &str, message: Received, except: Option<u64>) -> usize {
-        let subs = self.lock();
-        let Some(list) = subs.get(path) else {
+        let mut inner = self.lock();
+        let Some(list) = inner.subs.get(path) else {
+            // No channel on this path yet: keep it for the first one opened (only messages from
+            // others; a node's own sends are not replayed to itself).
+            if except.is_none() {
+                inner.keep(path, message);
+            }
             return 0;
         };
         let mut delivered = 0;
@@ -545,10 +598,12 @@ impl MeshShared {
     /// The mesh was left: channels end.
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Release);
-        self.lock().clear();
+        let mut inner = self.lock();
+        inner.subs.clear();
+        inner.backlog.clear();
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Vec<Subscriber>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Subscriptions> {
         // A panic while holding this lock cannot leave the map inconsistent (single inserts
         // and removals), so a poisoned lock is still usable.
         self.subscriptions.lock().unwrap_or_else(|e| e.into_inner())

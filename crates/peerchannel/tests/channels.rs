@@ -51,3 +51,34 @@ async fn three_nodes_exchange_typed_messages() {
     b.shutdown().await;
     c.shutdown().await;
 }
+
+#[tokio::test]
+async fn messages_that_arrive_before_a_channel_is_opened_are_kept_for_it() {
+    let a = node(&[]).await;
+    let b = node(&[&a]).await;
+    let ma = a.join("backlog", MeshOptions::default()).await.unwrap();
+    let mb = b.join("backlog", MeshOptions::default()).await.unwrap();
+    let sender = mb.raw_channel("late").unwrap();
+    neighbors_at_least(&ma, 1).await;
+    sender.send(&b"before"[..]).await.unwrap();
+    // Nothing is open on "late" at a yet; wait until the message has surely arrived.
+    within("the message to reach a", async {
+        loop {
+            if ma.stats().await.unwrap().unwrap().broadcast.received >= 1 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let mut late = ma.raw_channel("late").unwrap();
+    let got = within("the kept message", late.recv()).await.unwrap();
+    assert_eq!((&got.body[..], got.from), (&b"before"[..], b.peer_id()));
+    sender.send(&b"after"[..]).await.unwrap();
+    assert_eq!(
+        &within("a live message", late.recv()).await.unwrap().body[..],
+        b"after"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}

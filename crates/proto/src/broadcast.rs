@@ -18,6 +18,13 @@ use crate::config::{BroadcastConfig, BroadcastMode};
 use crate::id::{MessageId, PeerIdentity};
 use crate::message::{Announcement, BroadcastMessage, Gossip, GossipKind, RecentId};
 
+/// A leaving node re-sends its own messages younger than this to every neighbor: longer than
+/// a dead link takes to be noticed (3 s) plus a graft timeout.
+pub const FAREWELL_WINDOW: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// At most this many messages are re-sent on leaving.
+pub const FAREWELL_MESSAGES: usize = 64;
+
 /// How many recent beacons are remembered.
 const BEACON_HISTORY: usize = 8;
 
@@ -250,6 +257,19 @@ impl<PI: PeerIdentity> Broadcast<PI> {
             self.note_beacon(id, now);
             self.follow_beacon(id, None, now, out);
         }
+        if kind == GossipKind::App
+            && self.config.mode == BroadcastMode::Plumtree
+            && self.eager.is_empty()
+        {
+            // Cut off from the tree (its tree links went down): announcing lazily would make
+            // every neighbor wait a graft timeout, and the message would be lost if this node
+            // left meanwhile. Start from the paper's initial state instead: every link eager.
+            // The receivers make the link eager too, and duplicates prune it back to a tree.
+            let lazy: Vec<PI> = self.lazy.iter().copied().collect();
+            for peer in lazy {
+                self.make_eager(peer);
+            }
+        }
         self.seen.insert(id, now);
         // Stored with hop count 0: a graft answer adds one, like any forward.
         let gossip = Gossip {
@@ -308,6 +328,7 @@ impl<PI: PeerIdentity> Broadcast<PI> {
         }
         self.seen.insert(gossip.id, now);
         self.stats.received += 1;
+        tracing::trace!(id = ?gossip.id, from = ?from, hops = gossip.hops, "gossip: new");
         if gossip.kind == GossipKind::Beacon {
             self.note_beacon(gossip.id, now);
             self.follow_beacon(gossip.id, Some(from), now, out);
@@ -430,6 +451,7 @@ impl<PI: PeerIdentity> Broadcast<PI> {
         announcements: Vec<Announcement<PI>>,
         now: Instant,
     ) {
+        tracing::trace!(from = ?from, count = announcements.len(), "ihave");
         if announcements.len() > self.config.max_ihave_batch {
             self.stats.announcements_dropped += announcements.len() as u64;
             return;
@@ -549,7 +571,41 @@ impl<PI: PeerIdentity> Broadcast<PI> {
             })
             .collect();
         if !announcements.is_empty() {
+            tracing::trace!(to = ?peer, count = announcements.len(), "catch-up announced");
             self.queue_lazy(peer, announcements, now);
+        }
+    }
+
+    /// On leaving: the messages this node sent in the last [`FAREWELL_WINDOW`], in full, to
+    /// every neighbor.
+    ///
+    /// Addition to the paper: Plumtree counts on the origin staying to answer grafts. A node
+    /// that leaves right after sending (a chat's "goodbye") may have pushed its message into a
+    /// link that died without notice yet, and its announcements would be answered by no one.
+    /// Duplicates at the receivers are dropped; this costs a few copies once per leave.
+    pub(crate) fn farewell(&mut self, now: Instant, out: &mut Vec<BroadcastOut<PI>>) {
+        let me = self.me;
+        let own: Vec<Gossip<PI>> = self
+            .store
+            .recent(now, FAREWELL_WINDOW, FAREWELL_MESSAGES, |g| {
+                g.id.origin == me
+            })
+            .into_iter()
+            .cloned()
+            .collect();
+        let peers: Vec<PI> = self.eager.iter().chain(self.lazy.iter()).copied().collect();
+        for gossip in own {
+            let next = Gossip {
+                hops: gossip.hops.saturating_add(1),
+                ..gossip
+            };
+            for peer in &peers {
+                self.stats.gossip_sent += 1;
+                out.push(BroadcastOut::Send(
+                    *peer,
+                    BroadcastMessage::Gossip(next.clone()),
+                ));
+            }
         }
     }
 
@@ -715,6 +771,7 @@ impl<PI: PeerIdentity> Broadcast<PI> {
         }
         self.make_eager(peer);
         self.stats.grafts_sent += 1;
+        tracing::trace!(id = ?id, to = ?peer, catch_up, "graft");
         out.push(BroadcastOut::Send(
             peer,
             BroadcastMessage::Graft { id: Some(id) },

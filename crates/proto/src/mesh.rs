@@ -254,6 +254,8 @@ impl<PI: PeerIdentity> Mesh<PI> {
         rng: &mut R,
         out: &mut Vec<MeshOut<PI>>,
     ) -> usize {
+        // Recent messages first, then the goodbyes: see `Broadcast::farewell`.
+        self.broadcast.farewell(now, &mut self.b_out);
         self.membership.leave(&mut self.m_out);
         self.drain(now, rng, out);
         let unsent = self.queue.len();
