@@ -46,6 +46,16 @@ pub enum InEvent<PI> {
         /// The peer.
         peer: PI,
     },
+    /// The peer may not take part in one mesh: the driver's admission check for that mesh
+    /// (a password or certificate handshake) failed or was refused, while the link itself may
+    /// still serve other meshes. Handled like a lost link, for that mesh only: the peer leaves
+    /// its active and passive views and requests to it are given up.
+    PeerRefused {
+        /// The mesh.
+        mesh: MeshId,
+        /// The peer.
+        peer: PI,
+    },
 }
 
 /// An output for the driver.
@@ -297,6 +307,12 @@ impl<PI: PeerIdentity, R: Rng> State<PI, R> {
             InEvent::Contacts { mesh, contacts } => {
                 if let Some(state) = self.meshes.get_mut(&mesh) {
                     state.contacts(contacts, now, &mut self.rng, &mut self.scratch);
+                    self.flush(&mesh);
+                }
+            }
+            InEvent::PeerRefused { mesh, peer } => {
+                if let Some(state) = self.meshes.get_mut(&mesh) {
+                    state.peer_disconnected(peer, now, &mut self.rng, &mut self.scratch);
                     self.flush(&mesh);
                 }
             }
@@ -561,6 +577,62 @@ mod tests {
             })
             .collect();
         assert_eq!(downs.len(), 2, "one neighbor-down per mesh: {out:?}");
+    }
+
+    #[test]
+    fn a_peer_refused_in_one_mesh_stays_in_the_others() {
+        let now = Instant::now();
+        let (a, b) = (mesh("a"), mesh("b"));
+        let mut node = node(1);
+        // A join request under way to 2 in mesh a; 2 is our neighbor in mesh b.
+        node.join(a.clone(), Config::default(), vec![PeerInfo::new(2)], now)
+            .unwrap();
+        node.join(b.clone(), Config::default(), vec![], now)
+            .unwrap();
+        let join = MeshMessage::Membership(MembershipMessage::Join { data: None });
+        node.handle(message(2, &b, join), now);
+        drain(&mut node);
+
+        node.handle(
+            InEvent::PeerRefused {
+                mesh: a.clone(),
+                peer: 2,
+            },
+            now,
+        );
+        let out = drain(&mut node);
+        assert_eq!(
+            disconnects(&out),
+            vec![],
+            "mesh b still uses the link: {out:?}"
+        );
+        assert!(node.uses(&2));
+        assert_eq!(node.neighbors(&b), Some(&[2][..]));
+        assert!(node.passive(&a).unwrap().is_empty(), "mesh a forgets 2");
+        // The join request was given up: no timeout is left for it.
+        node.handle_timeout(now + Config::default().membership.request_timeout);
+        assert_eq!(node.mesh_stats(&a).unwrap().membership.request_timeouts, 0);
+
+        // Refused in its last mesh too: the link may close.
+        node.handle(
+            InEvent::PeerRefused {
+                mesh: b.clone(),
+                peer: 2,
+            },
+            now,
+        );
+        let out = drain(&mut node);
+        assert_eq!(disconnects(&out), vec![2], "{out:?}");
+        assert_eq!(node.neighbors(&b), Some(&[][..]));
+        // A refusal for a mesh the node is not in changes nothing.
+        node.handle(
+            InEvent::PeerRefused {
+                mesh: mesh("c"),
+                peer: 2,
+            },
+            now,
+        );
+        assert_eq!(drain(&mut node), vec![]);
     }
 
     #[test]
