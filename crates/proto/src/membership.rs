@@ -303,9 +303,9 @@ impl<PI: PeerIdentity> Membership<PI> {
                 peer,
                 DisconnectReason::LinkLost,
             ));
-            self.forget(peer);
+            self.remove_passive(peer);
         } else if was_pending {
-            self.forget(peer);
+            self.remove_passive(peer);
         } else {
             return;
         }
@@ -343,7 +343,7 @@ impl<PI: PeerIdentity> Membership<PI> {
             // such peers from the passive view.
             self.pending.remove(&peer);
             self.stats.request_timeouts += 1;
-            self.forget(peer);
+            self.remove_passive(peer);
             out.push(MembershipOut::Release(peer));
         }
         if self.next_shuffle.is_some_and(|t| t <= now) {
@@ -552,7 +552,7 @@ impl<PI: PeerIdentity> Membership<PI> {
         if reason.peer_stays() {
             self.add_passive(from, rng);
         } else {
-            self.forget(from);
+            self.remove_passive(from);
         }
         if was_active || was_pending {
             out.push(MembershipOut::Release(from));
@@ -856,14 +856,10 @@ impl<PI: PeerIdentity> Membership<PI> {
         self.passive.push(peer);
     }
 
+    /// Drops a peer from the passive view, and its addressing data unless it is still known.
     fn remove_passive(&mut self, peer: PI) {
         self.passive.retain(|p| *p != peer);
         self.drop_data_if_unknown(peer);
-    }
-
-    /// Drops a peer from the passive view and its data, unless it is still a neighbor.
-    fn forget(&mut self, peer: PI) {
-        self.remove_passive(peer);
     }
 
     fn drop_data_if_unknown(&mut self, peer: PI) {
