@@ -16,7 +16,7 @@ use peerchannel::resolver::{
     AutoResolver, MdnsConfig, MdnsResolver, MultiResolver, Resolver, SERVICE_TYPE, ServiceResolver,
     StaticResolver,
 };
-use peerchannel::{Event, Identity, MeshAddress, MeshOptions, Node, NodeConfig, RecvError};
+use peerchannel::{Event, Identity, MeshAddress, Node, NodeConfig, RecvError};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -56,6 +56,23 @@ pub struct Args {
     /// identity for this run.
     #[arg(long)]
     identity: Option<PathBuf>,
+    /// A password mesh: the password is the contents of FILE (or the PEERCHANNEL_PASSWORD
+    /// environment variable). Never give a password on the command line.
+    #[arg(long, value_name = "FILE")]
+    password_file: Option<PathBuf>,
+    /// A certificate mesh: the mesh CA's certificate (ca.pem from `peerchannel ca init`).
+    #[arg(long, value_name = "CA.pem", requires = "cert")]
+    ca_cert: Option<PathBuf>,
+    /// This node's member certificate (from `peerchannel cert issue`), for the key in
+    /// --identity.
+    #[arg(long, value_name = "NODE.pem", requires_all = ["ca_cert", "identity"])]
+    cert: Option<PathBuf>,
+    /// Sign every message with this node's key.
+    #[arg(long)]
+    sign: bool,
+    /// Refuse messages that are not signed (signed ones are always checked).
+    #[arg(long)]
+    require_signed: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -88,6 +105,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if args.nick.trim().is_empty() {
         bail!("--nick must not be empty");
     }
+    let options = crate::chat_security::options(
+        args.password_file.as_deref(),
+        args.ca_cert.as_deref().zip(args.cert.as_deref()),
+        args.sign,
+        args.require_signed,
+    )?;
     let resolvers = discovery(&args).await?;
     let identity = match &args.identity {
         Some(file) => Identity::load_or_generate(file)?,
@@ -97,12 +120,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     config.resolvers = resolvers;
     let node = Node::bind(identity, config).await?;
     tracing::info!(peer = %node.peer_id(), addr = %node.local_addr(), "chat node started");
-    let mesh = node
-        .join(&address.to_string(), MeshOptions::default())
-        .await?;
+    let mesh = node.join(&address.to_string(), options).await?;
     // Subscribe first, then read the state: the mesh may have come online in between.
     let mut events = mesh.events();
     let mut online = false;
+    let mut refused = std::collections::HashSet::new();
     if mesh.is_online().await? {
         println!("** Online");
         online = true;
@@ -143,6 +165,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 Ok(Event::Offline) if online => {
                     println!("** Offline");
                     online = false;
+                }
+                Ok(Event::AuthenticationFailed { peer, reason }) => {
+                    // One line per peer: the handshake is retried, the cause stays the same.
+                    if refused.insert(peer) {
+                        eprintln!("authentication failed with {}: {reason}", peer.fmt_short());
+                    }
                 }
                 Ok(_) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}

@@ -1,7 +1,9 @@
 //! `peerchannel`: chat over a mesh, run a resolver, manage identities, watch a demo.
 
 mod browse;
+mod ca_cmd;
 mod chat;
+mod chat_security;
 mod demo;
 mod identity_cmd;
 mod logging;
@@ -36,6 +38,12 @@ enum Command {
     Demo(demo::Args),
     /// List the meshes and nodes advertised nearby (mDNS), as they come and go.
     Browse(browse::Args),
+    /// Create the certificate authority of a certificate mesh.
+    #[command(subcommand)]
+    Ca(ca_cmd::CaCommand),
+    /// Issue member certificates with a mesh CA.
+    #[command(subcommand)]
+    Cert(ca_cmd::CertCommand),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +66,8 @@ fn main() -> ExitCode {
             Command::Identity(command) => identity_cmd::run(command),
             Command::Demo(args) => demo::run(args).await,
             Command::Browse(args) => browse::run(args).await,
+            Command::Ca(command) => ca_cmd::run_ca(command),
+            Command::Cert(command) => ca_cmd::run_cert(command),
         }
     });
     // Background tasks (links, registrations) must not hold the process open.

@@ -24,6 +24,7 @@ use tracing::{debug, info, warn};
 
 use crate::envelope::{Envelope, EnvelopeRef};
 use crate::error::{JoinError, SendError};
+use crate::identity::Identity;
 use crate::link::{self, Lane, Link, LinkEvent, close_code};
 use crate::mesh::{Event, FilterInput, MeshOptions, MeshShared, Received, SendOptions, SendStatus};
 use crate::node::NodeConfig;
@@ -31,6 +32,9 @@ use crate::resolver::{MultiResolver, PeerAddr, RegistrationHandle, Resolver, spa
 use crate::socket::KillableSocket;
 use crate::tls::{self, ExpectedPeer};
 use crate::{PeerId, addresses};
+
+// Security hooks (closed meshes, signatures): see `actor/admission.rs`.
+mod admission;
 
 /// Link events waiting for the node's task; when full, link readers wait, and QUIC flow
 /// control slows the senders.
@@ -119,11 +123,15 @@ enum Internal {
         addr: SocketAddr,
         conn: quinn::Connection,
     },
+    /// An admission handshake's progress (closed meshes).
+    Admission(crate::security::admission::AdmissionEvent),
 }
 
 /// Everything the task starts with.
 pub(crate) struct Setup {
     pub(crate) peer_id: PeerId,
+    /// Signs messages in meshes that sign.
+    pub(crate) identity: Identity,
     pub(crate) endpoint: quinn::Endpoint,
     pub(crate) config: NodeConfig,
     pub(crate) addresses: Vec<SocketAddr>,
@@ -135,6 +143,7 @@ pub(crate) struct Setup {
 pub(crate) fn spawn(setup: Setup) {
     let Setup {
         peer_id,
+        identity,
         endpoint,
         config,
         addresses,
@@ -152,6 +161,8 @@ pub(crate) fn spawn(setup: Setup) {
     let (internal_tx, internal_rx) = mpsc::unbounded_channel();
     let actor = Actor {
         me: peer_id,
+        identity,
+        admission: admission::Admissions::default(),
         state: State::new(peer_id, my_data, protocol_rng()),
         endpoint,
         max_frame: config.max_message_size + peerchannel_proto::wire::DEFAULT_MAX_FRAME
@@ -216,6 +227,9 @@ struct MeshRuntime {
 
 struct Actor {
     me: PeerId,
+    identity: Identity,
+    /// Closed meshes: who is admitted where, frames held meanwhile.
+    admission: admission::Admissions,
     state: State<PeerId, ChaCha12Rng>,
     endpoint: quinn::Endpoint,
     config: NodeConfig,
@@ -339,6 +353,8 @@ impl Actor {
             self.config.max_message_size,
             self.config.channel_capacity,
         ));
+        // Security: refuses unusable options before anything is joined.
+        let verifier = self.admission_join(&mesh, &options, shared.security.clone())?;
         self.state
             .join(
                 mesh.clone(),
@@ -350,10 +366,17 @@ impl Actor {
         // Every message is checked before it is delivered or passed on: a payload that is not
         // an envelope is rejected (not forwarded), then the application's filter decides.
         let user = options.filter.clone();
+        let mut verifier = verifier;
         let filter = move |gossip: &Gossip<PeerId>, from: &PeerId| {
             let Ok(envelope) = EnvelopeRef::decode(&gossip.payload) else {
                 return Propagation::Reject;
             };
+            // Security: signatures are checked before delivering or forwarding.
+            if let Some(verifier) = &mut verifier
+                && verifier.check(gossip, &envelope).is_err()
+            {
+                return Propagation::Reject;
+            }
             match &user {
                 Some(user) => user(&FilterInput {
                     origin: gossip.id.origin,
@@ -386,6 +409,7 @@ impl Actor {
 
     fn leave(&mut self, mesh: MeshId, reply: oneshot::Sender<usize>) {
         let unsent = self.state.leave(&mesh, Instant::now()).unwrap_or(0);
+        self.admission_leave(&mesh);
         let Some(runtime) = self.meshes.remove(&mesh) else {
             let _ = reply.send(unsent);
             return;
@@ -417,17 +441,23 @@ impl Actor {
             return Err(SendError::Left);
         };
         let shared = runtime.shared.clone();
-        let payload = Envelope {
-            path,
-            body: &body,
-            auth: None,
-        }
-        .encode();
         let opts = match options.hop_limit {
             Some(limit) => BroadcastOptions::hop_limit(limit),
             None => BroadcastOptions::default(),
         };
-        let result = self.state.broadcast(mesh, payload, opts, Instant::now());
+        // Security: a signing mesh signs the message together with its id.
+        let signer = self.admission_signer(mesh);
+        let result = self
+            .state
+            .broadcast_with(mesh, opts, Instant::now(), |id| match &signer {
+                Some(signer) => signer.envelope(id, path, &body),
+                None => Envelope {
+                    path,
+                    body: &body,
+                    auth: None,
+                }
+                .encode(),
+            });
         let status = match result {
             Ok((_, BroadcastStatus::Sent)) => SendStatus::Sent,
             Ok((_, BroadcastStatus::Queued)) => SendStatus::Queued,
@@ -492,6 +522,7 @@ impl Actor {
             } => self.add_link(peer, conn, outgoing),
             Internal::DialFailed { peer, reason } => {
                 debug!(peer = %peer.fmt_short(), "dial failed: {reason}");
+                self.admission_dial_failed(peer);
                 let entry = self.peers.entry(peer).or_default();
                 entry.dialing = false;
                 entry.pending.clear();
@@ -502,6 +533,7 @@ impl Actor {
                 }
             }
             Internal::Resolved { mesh, result } => self.on_resolved(mesh, result),
+            Internal::Admission(event) => self.on_admission(event),
             Internal::Identified {
                 mesh,
                 peer,
@@ -542,6 +574,7 @@ impl Actor {
             self.capacity_freed.clone(),
         );
         debug!(peer = %peer.fmt_short(), outgoing, "link up");
+        self.admission_link_up(peer, id, link.conn.clone());
         let me = self.me;
         let entry = self.peers.entry(peer).or_default();
         entry.links.push(link);
@@ -559,11 +592,15 @@ impl Actor {
                 }
             }
         }
+        self.admission_link_ready(peer);
     }
 
     fn on_link_event(&mut self, event: LinkEvent) {
         match event {
             LinkEvent::Message { peer, message } => {
+                if !self.gate_incoming(peer, &message) {
+                    return;
+                }
                 self.state.handle(
                     InEvent::Message {
                         from: peer,
@@ -774,7 +811,12 @@ impl Actor {
             OutEvent::SendMessage { to, message } => {
                 let lane = Lane::of(&message);
                 match link::encode(&message, self.max_frame) {
-                    Ok(frame) => self.send_frame(to, frame, lane).await,
+                    // Security: a closed mesh's frames wait for the peer's admission.
+                    Ok(frame) => {
+                        if let Some(frame) = self.gate_outgoing(to, &message.mesh, frame, lane) {
+                            self.send_frame(to, frame, lane).await;
+                        }
+                    }
                     Err(e) => warn!("cannot encode a message: {e}"),
                 }
             }

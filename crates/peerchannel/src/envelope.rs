@@ -15,7 +15,7 @@ pub(crate) struct Envelope<'a> {
     #[serde(with = "serde_bytes")]
     pub(crate) body: &'a [u8],
     /// End-to-end authentication by the origin, when the mesh signs messages.
-    pub(crate) auth: Option<Auth>,
+    pub(crate) auth: Option<Auth<'a>>,
 }
 
 /// The same payload decoded without copying: borrowed from the received frame.
@@ -24,17 +24,25 @@ pub(crate) struct EnvelopeRef<'a> {
     pub(crate) path: &'a str,
     #[serde(with = "serde_bytes")]
     pub(crate) body: &'a [u8],
-    pub(crate) auth: Option<Auth>,
+    #[serde(borrow)]
+    pub(crate) auth: Option<Auth<'a>>,
 }
 
-/// An origin's signature over a message (see the mesh's signing option).
+/// An origin's signature over a message (see [`crate::security::signing`]).
+///
+/// No node sent an `Auth` before signing existed (the field was always `None`), so its layout
+/// was free to define with the first signing version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Auth {
+pub(crate) struct Auth<'a> {
     /// Milliseconds since the Unix epoch at the origin when it signed.
     pub(crate) timestamp_ms: u64,
     /// Ed25519 signature by the origin's key.
     #[serde(with = "serde_bytes")]
     pub(crate) signature: [u8; 64],
+    /// In a certificate mesh, the origin's member certificate (DER), so that every receiver
+    /// can check that the signer is a member; `None` elsewhere.
+    #[serde(borrow, with = "serde_bytes")]
+    pub(crate) certificate: Option<&'a [u8]>,
 }
 
 impl Envelope<'_> {
@@ -61,6 +69,7 @@ mod tests {
         let auth = Some(Auth {
             timestamp_ms: 7,
             signature: [3; 64],
+            certificate: Some(&b"cert"[..]),
         });
         let e = Envelope {
             path: "chat",

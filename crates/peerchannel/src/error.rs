@@ -43,6 +43,28 @@ pub enum JoinError {
     /// The node has shut down.
     #[error(transparent)]
     NodeClosed(#[from] NodeClosed),
+    /// This node's member certificate would be refused by the mesh's other members: not
+    /// issued by the given CA, expired, or for another key than the node's identity.
+    ///
+    /// Fix: issue a certificate for this node's identity with the mesh's CA
+    /// (`peerchannel cert issue --identity`).
+    #[error(transparent)]
+    Certificate(#[from] crate::security::CertificateError),
+    /// `MeshOptions::signature_window` is not shorter than the protocol's duplicate-cache
+    /// retention (`broadcast.seen_retention`): a message replayed after its id was forgotten
+    /// would still be accepted.
+    ///
+    /// Fix: shorten the window, or lengthen the retention.
+    #[error(
+        "the signature window ({window:?}) must be shorter than broadcast.seen_retention \
+         ({retention:?})"
+    )]
+    SignatureWindow {
+        /// The window asked for.
+        window: std::time::Duration,
+        /// The duplicate cache's retention.
+        retention: std::time::Duration,
+    },
 }
 
 /// The node has shut down (or crashed); nothing more can be done with it.

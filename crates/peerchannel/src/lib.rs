@@ -11,6 +11,7 @@ mod link;
 pub mod mesh;
 pub mod node;
 pub mod resolver;
+pub mod security;
 mod socket;
 pub mod tls;
 
@@ -23,6 +24,7 @@ pub use mesh::{
 };
 pub use node::{Node, NodeConfig};
 pub use peerchannel_proto::{DisconnectReason, MeshAddress, MeshId, Propagation};
+pub use security::{AuthFailure, MeshPassword, MeshSecurity, SecurityStats};
 
 // The README's examples are compiled (and the runnable ones run) as doctests.
 #[cfg(doctest)]

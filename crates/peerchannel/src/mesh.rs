@@ -33,7 +33,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::Stream;
@@ -45,6 +45,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use crate::PeerId;
 use crate::actor::Command;
 use crate::error::{ChannelError, NodeClosed, RecvError, SendError};
+use crate::security::{AuthFailure, Counters, MeshSecurity, SIGNATURE_WINDOW, SecurityStats};
 
 /// Events kept for a slow reader of [`Mesh::events`] before it starts to lag.
 pub const EVENT_CAPACITY: usize = 256;
@@ -67,10 +68,20 @@ pub enum Event {
     NeighborUp(PeerId),
     /// A link to a neighbor went down, and why.
     NeighborDown(PeerId, DisconnectReason),
+    /// A peer was not admitted to this closed mesh (a wrong password, a refused certificate,
+    /// a node without the mesh's security, a handshake that timed out). Nothing from it is
+    /// delivered in this mesh, and nothing of this mesh is sent to it; other meshes on the same
+    /// link are not affected. See [`crate::security`].
+    AuthenticationFailed {
+        /// The peer.
+        peer: PeerId,
+        /// Why.
+        reason: AuthFailure,
+    },
 }
 
 /// Options for a mesh, given to [`crate::Node::join`].
-#[derive(Clone, Default)]
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct MeshOptions {
     /// The protocol's parameters (views, timers, queues); the defaults are documented with
@@ -78,6 +89,30 @@ pub struct MeshOptions {
     pub protocol: peerchannel_proto::Config,
     /// Decides, for each new message, whether to deliver it here and whether to pass it on.
     pub filter: Option<PropagationFilter>,
+    /// Who may take part: open (the default), a password, or member certificates. Every node
+    /// of a mesh must use the same kind. See [`crate::security`].
+    pub security: MeshSecurity,
+    /// Sign each message sent with this node's key (see [`crate::security`]). Default off.
+    pub sign: bool,
+    /// Refuse unsigned messages (signed ones are always checked). Default off.
+    pub require_signed: bool,
+    /// How far a signed message's timestamp may be from this node's clock. Default
+    /// [`crate::security::SIGNATURE_WINDOW`] (60 s); must be shorter than the protocol's
+    /// `broadcast.seen_retention`, or a replay could outlive the duplicate cache.
+    pub signature_window: Duration,
+}
+
+impl Default for MeshOptions {
+    fn default() -> Self {
+        Self {
+            protocol: peerchannel_proto::Config::default(),
+            filter: None,
+            security: MeshSecurity::Open,
+            sign: false,
+            require_signed: false,
+            signature_window: SIGNATURE_WINDOW,
+        }
+    }
 }
 
 impl MeshOptions {
@@ -89,6 +124,24 @@ impl MeshOptions {
         self.filter = Some(Arc::new(filter));
         self
     }
+
+    /// Sets who may take part in the mesh.
+    pub fn with_security(mut self, security: MeshSecurity) -> Self {
+        self.security = security;
+        self
+    }
+
+    /// Signs every message sent.
+    pub fn signed(mut self) -> Self {
+        self.sign = true;
+        self
+    }
+
+    /// Refuses unsigned messages.
+    pub fn require_signed(mut self) -> Self {
+        self.require_signed = true;
+        self
+    }
 }
 
 impl fmt::Debug for MeshOptions {
@@ -96,6 +149,10 @@ impl fmt::Debug for MeshOptions {
         f.debug_struct("MeshOptions")
             .field("protocol", &self.protocol)
             .field("filter", &self.filter.as_ref().map(|_| "..."))
+            .field("security", &self.security)
+            .field("sign", &self.sign)
+            .field("require_signed", &self.require_signed)
+            .field("signature_window", &self.signature_window)
             .finish()
     }
 }
@@ -273,6 +330,12 @@ impl Mesh {
         })
         .await?;
         rx.await.map_err(|_| NodeClosed)
+    }
+
+    /// The mesh's security counters: messages refused for their signature or because their
+    /// sender was not admitted, and admission handshakes.
+    pub fn security_stats(&self) -> SecurityStats {
+        self.shared.security.snapshot()
     }
 
     /// Leaves the mesh: says goodbye to every neighbor, unregisters from the resolvers, and
@@ -499,6 +562,7 @@ pub(crate) struct MeshShared {
     pub(crate) events: broadcast::Sender<Event>,
     pub(crate) max_message_size: usize,
     pub(crate) channel_capacity: usize,
+    pub(crate) security: Arc<Counters>,
     subscriptions: Mutex<Subscriptions>,
     next_channel: AtomicU64,
     closed: AtomicBool,
@@ -559,6 +623,7 @@ impl MeshShared {
             events: broadcast::channel(EVENT_CAPACITY).0,
             max_message_size,
             channel_capacity,
+            security: Arc::new(Counters::default()),
             subscriptions: Mutex::new(Subscriptions::default()),
             next_channel: AtomicU64::new(0),
             closed: AtomicBool::new(false),

@@ -160,6 +160,7 @@ impl Node {
         let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
         actor::spawn(actor::Setup {
             peer_id,
+            identity,
             endpoint,
             config,
             addresses: addresses.clone(),

@@ -10,6 +10,8 @@ use peerchannel::tls::LinkConfig;
 use peerchannel::{Event, Identity, Mesh, Node, NodeConfig};
 use tokio::sync::broadcast;
 
+pub mod security;
+
 /// How long any wait in a test may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
