@@ -25,7 +25,7 @@ use tracing::{debug, info, warn};
 use crate::envelope::{Envelope, EnvelopeRef};
 use crate::error::{JoinError, SendError};
 use crate::identity::Identity;
-use crate::link::{self, Lane, Link, LinkEvent, close_code};
+use crate::link::{self, Lane, Link, LinkEvent, Refused, close_code};
 use crate::mesh::{Event, FilterInput, MeshOptions, MeshShared, Received, SendOptions, SendStatus};
 use crate::node::NodeConfig;
 use crate::resolver::{MultiResolver, PeerAddr, RegistrationHandle, Resolver, spawn_registration};
@@ -572,6 +572,7 @@ impl Actor {
             self.links_tx.clone(),
             self.max_frame,
             self.capacity_freed.clone(),
+            self.config.limits,
         );
         debug!(peer = %peer.fmt_short(), outgoing, "link up");
         self.admission_link_up(peer, id, link.conn.clone());
@@ -581,15 +582,31 @@ impl Actor {
         if outgoing {
             entry.dialing = false;
         }
+        // Both sides dialed at once: keep the connection dialed by the smaller peer id (both
+        // sides pick the same), and retire the other once what is queued on it is delivered.
+        let preferred = me < peer;
+        if entry.links.len() > 1 && entry.links.iter().any(|l| l.outgoing == preferred) {
+            let (keep, retire): (Vec<Link>, Vec<Link>) =
+                std::mem::take(&mut entry.links).into_iter().partition(|l| l.outgoing == preferred);
+            entry.links = keep;
+            for link in retire {
+                let conn = link.conn.clone();
+                let writer = link.finish();
+                tokio::spawn(async move {
+                    let _ = writer.await;
+                    conn.close(close_code::DUPLICATE, b"duplicate connection");
+                });
+            }
+        }
         let pending = std::mem::take(&mut entry.pending);
         if let Some(link) = entry.current(me, peer) {
             for (frame, lane) in pending {
-                match lane {
+                // Pending frames are few (bounded); a refusal here is handled like any full
+                // queue on the next send.
+                let _ = match lane {
                     Lane::Control => link.send_control(frame),
-                    Lane::Data => {
-                        let _ = link.try_send_data(frame);
-                    }
-                }
+                    Lane::Data => link.try_send_data(frame),
+                };
             }
         }
         self.admission_link_ready(peer);
@@ -887,17 +904,30 @@ impl Actor {
             }
             return;
         };
-        match lane {
+        let result = match lane {
             Lane::Control => link.send_control(frame),
-            Lane::Data => {
-                let Err(frame) = link.try_send_data(frame) else {
+            Lane::Data => link.try_send_data(frame),
+        };
+        match result {
+            Ok(()) => {}
+            Err(Refused::Overloaded) => {
+                // Even the protocol's small frames pile up: the peer is not reading at all.
+                warn!(peer = %to.fmt_short(), "disconnecting a neighbor that does not read");
+                link.close(close_code::LIMIT_EXCEEDED, "too much waiting to be sent");
+            }
+            Err(Refused::Full(frame)) => {
+                if entry.slow_since.is_some() {
+                    // Already routed around: it fetches what it misses from its announcements.
                     return;
-                };
-                // The neighbor's queue is full: wait a little (this holds the sender back),
-                // then route around it.
+                }
+                // The neighbor's queue is full: wait a little (this holds the sender back,
+                // and through it the mesh: backpressure), then route around it.
                 let sent = tokio::time::timeout(SLOW_WAIT, link.send_data(frame)).await;
                 if sent.is_err() {
                     debug!(peer = %to.fmt_short(), "neighbor slow: routing around it");
+                    if let Some(entry) = self.peers.get_mut(&to) {
+                        entry.slow_since.get_or_insert_with(Instant::now);
+                    }
                     self.deferred.push_back(InEvent::PeerSlow { peer: to });
                 }
             }

@@ -7,6 +7,7 @@ mod envelope;
 pub mod error;
 pub mod id;
 pub mod identity;
+pub mod limits;
 mod link;
 pub mod mesh;
 pub mod node;
@@ -22,6 +23,7 @@ pub use mesh::{
     Channel, Event, FilterInput, LeaveReport, Mesh, MeshOptions, PropagationFilter, RawChannel,
     Received, SendOptions, SendStatus,
 };
+pub use limits::Limits;
 pub use node::{Node, NodeConfig};
 pub use peerchannel_proto::{DisconnectReason, MeshAddress, MeshId, Propagation};
 pub use security::{AuthFailure, MeshPassword, MeshSecurity, SecurityStats};

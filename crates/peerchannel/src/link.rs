@@ -9,16 +9,19 @@
 //! own traffic. Reading checks each frame's length against the maximum before allocating, and
 //! a malformed frame closes the link: nothing a peer sends can take the node down.
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use peerchannel_proto::wire::{self, FrameError, LEN_PREFIX};
 use peerchannel_proto::{BroadcastMessage, MeshMessage, Message};
 use quinn::VarInt;
 use tokio::sync::{Notify, mpsc};
-use tracing::{debug, trace};
+use tracing::{debug, trace, warn};
 
 use crate::PeerId;
+use crate::limits::Limits;
 
 /// Frames waiting in a link's data lane before it counts as slow.
 pub(crate) const DATA_QUEUE_FRAMES: usize = 512;
@@ -43,6 +46,8 @@ pub(crate) mod close_code {
     pub(crate) const TOO_SLOW: VarInt = VarInt::from_u32(3);
     /// A second connection to the same peer, kept by the other one.
     pub(crate) const DUPLICATE: VarInt = VarInt::from_u32(4);
+    /// The peer exceeded a limit (its message rate, or what waits to be sent to it).
+    pub(crate) const LIMIT_EXCEEDED: VarInt = VarInt::from_u32(5);
 }
 
 /// Which queue a frame waits in.
@@ -90,6 +95,18 @@ pub(crate) struct Link {
     control: mpsc::UnboundedSender<Bytes>,
     data: mpsc::Sender<Bytes>,
     writer: tokio::task::JoinHandle<()>,
+    /// Bytes queued in both lanes, not yet taken by the writer.
+    queued: Arc<AtomicUsize>,
+    max_queued: usize,
+}
+
+/// A frame refused by a link's queue.
+#[derive(Debug)]
+pub(crate) enum Refused {
+    /// The data lane is full: the frame is given back.
+    Full(Bytes),
+    /// Even protocol frames pile up past the limit: the peer cannot keep up at all.
+    Overloaded,
 }
 
 impl Link {
@@ -102,16 +119,20 @@ impl Link {
         events: mpsc::Sender<LinkEvent>,
         max_frame: usize,
         capacity_freed: Arc<Notify>,
+        limits: Limits,
     ) -> Self {
         let (control_tx, control_rx) = mpsc::unbounded_channel();
         let (data_tx, data_rx) = mpsc::channel(DATA_QUEUE_FRAMES);
+        let queued = Arc::new(AtomicUsize::new(0));
         let writer = tokio::spawn(write_loop(
             conn.clone(),
             control_rx,
             data_rx,
             capacity_freed,
+            queued.clone(),
         ));
-        tokio::spawn(read_loop(peer, id, conn.clone(), events, max_frame));
+        let reader = Reader { peer, conn_id: id, conn: conn.clone(), events, max_frame };
+        tokio::spawn(reader.run(RateLimits::new(&limits)));
         Self {
             id,
             conn,
@@ -119,6 +140,8 @@ impl Link {
             control: control_tx,
             data: data_tx,
             writer,
+            queued,
+            max_queued: limits.queued_bytes,
         }
     }
 
@@ -126,33 +149,50 @@ impl Link {
     /// (up to [`FINISH_WAIT`]) for the peer to acknowledge it. The returned task ends then;
     /// closing the connection before that would throw the unsent frames away.
     pub(crate) fn finish(self) -> tokio::task::JoinHandle<()> {
-        let Self {
-            control,
-            data,
-            writer,
-            ..
-        } = self;
+        let Self { control, data, writer, .. } = self;
         drop((control, data));
         writer
     }
 
-    /// Queues a control frame (never refused while the link lives).
-    pub(crate) fn send_control(&self, frame: Bytes) {
-        // Fails only when the writer has stopped, i.e. the connection is gone: the reader
-        // reports that, and the frame was for a dead link anyway.
-        let _ = self.control.send(frame);
+    /// Queues a protocol frame. These are small and never dropped; only a peer that lets
+    /// them pile up past the queue limit is refused (and should be disconnected).
+    pub(crate) fn send_control(&self, frame: Bytes) -> Result<(), Refused> {
+        let len = frame.len();
+        if self.queued.fetch_add(len, Ordering::AcqRel) + len > self.max_queued {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
+            return Err(Refused::Overloaded);
+        }
+        if self.control.send(frame).is_err() {
+            // The writer has stopped: the connection is gone and the reader reports it.
+            self.queued.fetch_sub(len, Ordering::AcqRel);
+        }
+        Ok(())
     }
 
     /// Queues a data frame if there is room; gives it back if the lane is full.
-    pub(crate) fn try_send_data(&self, frame: Bytes) -> Result<(), Bytes> {
-        self.data.try_send(frame).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(f) | mpsc::error::TrySendError::Closed(f) => f,
+    pub(crate) fn try_send_data(&self, frame: Bytes) -> Result<(), Refused> {
+        let len = frame.len();
+        if self.queued.load(Ordering::Acquire) + len > self.max_queued {
+            return Err(Refused::Full(frame));
+        }
+        self.queued.fetch_add(len, Ordering::AcqRel);
+        self.data.try_send(frame).map_err(|e| {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
+            match e {
+                mpsc::error::TrySendError::Full(f) | mpsc::error::TrySendError::Closed(f) => {
+                    Refused::Full(f)
+                }
+            }
         })
     }
 
-    /// Waits for room in the data lane.
+    /// Waits for room in the data lane (frames only; see [`Link::try_send_data`]).
     pub(crate) async fn send_data(&self, frame: Bytes) {
-        let _ = self.data.send(frame).await;
+        let len = frame.len();
+        self.queued.fetch_add(len, Ordering::AcqRel);
+        if self.data.send(frame).await.is_err() {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
+        }
     }
 
     /// Frames the data lane can take now.
@@ -172,6 +212,7 @@ async fn write_loop(
     mut control: mpsc::UnboundedReceiver<Bytes>,
     mut data: mpsc::Receiver<Bytes>,
     capacity_freed: Arc<Notify>,
+    queued: Arc<AtomicUsize>,
 ) {
     let mut stream: Option<quinn::SendStream> = None;
     let mut batch: Vec<u8> = Vec::with_capacity(WRITE_BATCH);
@@ -183,6 +224,7 @@ async fn write_loop(
             else => break,
         };
         batch.extend_from_slice(&first);
+        let mut taken = first.len();
         while batch.len() < WRITE_BATCH {
             let next = match control.try_recv() {
                 Ok(f) => f,
@@ -192,7 +234,9 @@ async fn write_loop(
                 },
             };
             batch.extend_from_slice(&next);
+            taken += next.len();
         }
+        queued.fetch_sub(taken, Ordering::AcqRel);
         capacity_freed.notify_waiters();
         let s = match &mut stream {
             Some(s) => s,
@@ -217,72 +261,99 @@ async fn write_loop(
     }
 }
 
-/// Accepts the peer's streams until the connection ends, then reports it closed.
-async fn read_loop(
+/// Per-link rate limits on what the peer sends (see [`Limits`]).
+struct RateLimits {
+    frames: governor::DefaultDirectRateLimiter,
+    grafts: governor::DefaultDirectRateLimiter,
+}
+
+impl RateLimits {
+    fn new(limits: &Limits) -> Arc<Self> {
+        let quota = |rate: u32, burst: u32| {
+            let rate = NonZeroU32::new(rate.max(1)).unwrap_or(NonZeroU32::MIN);
+            let burst = NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN);
+            governor::Quota::per_second(rate).allow_burst(burst)
+        };
+        Arc::new(Self {
+            frames: governor::RateLimiter::direct(quota(limits.frames_per_second, limits.frames_burst)),
+            grafts: governor::RateLimiter::direct(quota(
+                limits.grafts_per_second,
+                limits.grafts_per_second.saturating_mul(2),
+            )),
+        })
+    }
+
+    /// Whether the peer stays within its limits with this message.
+    fn admit(&self, message: &Message<PeerId>) -> Result<(), &'static str> {
+        if self.frames.check().is_err() {
+            return Err("too many messages per second");
+        }
+        if matches!(message.body, MeshMessage::Broadcast(BroadcastMessage::Graft { .. }))
+            && self.grafts.check().is_err()
+        {
+            return Err("too many graft requests per second");
+        }
+        Ok(())
+    }
+}
+
+/// Reads what the peer sends on one connection.
+#[derive(Clone)]
+struct Reader {
     peer: PeerId,
     conn_id: u64,
     conn: quinn::Connection,
     events: mpsc::Sender<LinkEvent>,
     max_frame: usize,
-) {
-    let reason = loop {
-        match conn.accept_uni().await {
-            Ok(stream) => {
-                tokio::spawn(read_stream(
-                    peer,
-                    conn.clone(),
-                    stream,
-                    events.clone(),
-                    max_frame,
-                ));
-            }
-            Err(e) => break e.to_string(),
-        }
-    };
-    let _ = events
-        .send(LinkEvent::Closed {
-            peer,
-            conn_id,
-            reason,
-        })
-        .await;
 }
 
-/// Reads frames from one stream and hands the messages to the node.
-async fn read_stream(
-    peer: PeerId,
-    conn: quinn::Connection,
-    mut stream: quinn::RecvStream,
-    events: mpsc::Sender<LinkEvent>,
-    max_frame: usize,
-) {
-    let mut prefix = [0u8; LEN_PREFIX];
-    loop {
-        match stream.read_exact(&mut prefix).await {
-            Ok(()) => {}
-            // The peer finished the stream between frames, or the connection ended: the
-            // connection's reader reports the end.
-            Err(_) => return,
-        }
-        let len = match wire::frame_len(prefix, max_frame) {
-            Ok(len) => len,
-            Err(e) => return violation(&conn, peer, &e),
+impl Reader {
+    /// Accepts the peer's streams until the connection ends, then reports it closed.
+    async fn run(self, limits: Arc<RateLimits>) {
+        let reason = loop {
+            match self.conn.accept_uni().await {
+                Ok(stream) => {
+                    tokio::spawn(self.clone().read_stream(stream, limits.clone()));
+                }
+                Err(e) => break e.to_string(),
+            }
         };
-        let mut body = vec![0u8; len];
-        if stream.read_exact(&mut body).await.is_err() {
-            return;
-        }
-        let message = match wire::decode_body::<Message<PeerId>>(&body) {
-            Ok(m) => m,
-            Err(e) => return violation(&conn, peer, &e),
-        };
-        trace!(peer = %peer.fmt_short(), "link: frame of {len} bytes");
-        if events
-            .send(LinkEvent::Message { peer, message })
-            .await
-            .is_err()
-        {
-            return;
+        let closed = LinkEvent::Closed { peer: self.peer, conn_id: self.conn_id, reason };
+        let _ = self.events.send(closed).await;
+    }
+
+    /// Reads frames from one stream and hands the messages to the node.
+    async fn read_stream(self, mut stream: quinn::RecvStream, limits: Arc<RateLimits>) {
+        let peer = self.peer;
+        let mut prefix = [0u8; LEN_PREFIX];
+        loop {
+            match stream.read_exact(&mut prefix).await {
+                Ok(()) => {}
+                // The peer finished the stream between frames, or the connection ended: the
+                // connection's reader reports the end.
+                Err(_) => return,
+            }
+            let len = match wire::frame_len(prefix, self.max_frame) {
+                Ok(len) => len,
+                Err(e) => return violation(&self.conn, peer, &e),
+            };
+            let mut body = vec![0u8; len];
+            if stream.read_exact(&mut body).await.is_err() {
+                return;
+            }
+            let message = match wire::decode_body::<Message<PeerId>>(&body) {
+                Ok(m) => m,
+                Err(e) => return violation(&self.conn, peer, &e),
+            };
+            if let Err(reason) = limits.admit(&message) {
+                warn!(peer = %peer.fmt_short(), "disconnecting a peer: {reason}");
+                self.conn.close(close_code::LIMIT_EXCEEDED, reason.as_bytes());
+                return;
+            }
+            trace!(peer = %peer.fmt_short(), "link: frame of {len} bytes");
+            if self.events.send(LinkEvent::Message { peer, message }).await.is_err() {
+                return;
+            }
         }
     }
 }

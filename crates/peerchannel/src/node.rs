@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::actor::{self, Command};
 use crate::error::{BindError, JoinError, NodeClosed};
 use crate::identity::Identity;
+use crate::limits::Limits;
 use crate::mesh::{Mesh, MeshOptions};
 use crate::resolver::Resolver;
 use crate::socket::KillableSocket;
@@ -51,6 +52,8 @@ pub struct NodeConfig {
     pub max_message_size: usize,
     /// Messages a channel holds for its reader. Default 1,024.
     pub channel_capacity: usize,
+    /// Bounds on what one peer can make this node do or hold.
+    pub limits: Limits,
 }
 
 impl Default for NodeConfig {
@@ -62,6 +65,7 @@ impl Default for NodeConfig {
             link: LinkConfig::default(),
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             channel_capacity: DEFAULT_CHANNEL_CAPACITY,
+            limits: Limits::default(),
         }
     }
 }
@@ -95,6 +99,7 @@ impl fmt::Debug for NodeConfig {
             .field("link", &self.link)
             .field("max_message_size", &self.max_message_size)
             .field("channel_capacity", &self.channel_capacity)
+            .field("limits", &self.limits)
             .finish()
     }
 }
