@@ -15,7 +15,9 @@ async fn a_flooding_peer_is_disconnected_and_the_mesh_carries_on() {
     limits.frames_burst = 400;
     let mut config = NodeConfig::default().listen("127.0.0.1:0".parse().unwrap());
     config.limits = limits;
-    let victim = Node::bind(Identity::generate().unwrap(), config).await.unwrap();
+    let victim = Node::bind(Identity::generate().unwrap(), config)
+        .await
+        .unwrap();
     let b = node(&[&victim]).await;
     let mv = victim.join("limits", MeshOptions::default()).await.unwrap();
     let mb = b.join("limits", MeshOptions::default()).await.unwrap();
@@ -25,11 +27,19 @@ async fn a_flooding_peer_is_disconnected_and_the_mesh_carries_on() {
 
     // The attacker authenticates like any node, then sends valid frames far too fast.
     let attacker_id = Identity::generate().unwrap();
-    let endpoint = tls::bind_endpoint(&attacker_id, "127.0.0.1:0".parse().unwrap(), &LinkConfig::default())
-        .unwrap();
-    let (conn, _) = tls::connect(&endpoint, victim.local_addr(), ExpectedPeer::Id(victim.peer_id()))
-        .await
-        .unwrap();
+    let endpoint = tls::bind_endpoint(
+        &attacker_id,
+        "127.0.0.1:0".parse().unwrap(),
+        &LinkConfig::default(),
+    )
+    .unwrap();
+    let (conn, _) = tls::connect(
+        &endpoint,
+        victim.local_addr(),
+        ExpectedPeer::Id(victim.peer_id()),
+    )
+    .await
+    .unwrap();
     let mut stream = conn.open_uni().await.unwrap();
     let frame = {
         let message: Message<PeerId> = Message {
@@ -40,7 +50,12 @@ async fn a_flooding_peer_is_disconnected_and_the_mesh_carries_on() {
         encode_frame(&message, DEFAULT_MAX_FRAME, &mut buf).unwrap();
         buf
     };
-    let batch: Vec<u8> = frame.iter().copied().cycle().take(frame.len() * 1000).collect();
+    let batch: Vec<u8> = frame
+        .iter()
+        .copied()
+        .cycle()
+        .take(frame.len() * 1000)
+        .collect();
     let flood = async {
         for _ in 0..100 {
             if stream.write_all(&batch).await.is_err() {
@@ -59,7 +74,9 @@ async fn a_flooding_peer_is_disconnected_and_the_mesh_carries_on() {
 
     // Everyone else is still served.
     from_b.send(&b"still here"[..]).await.unwrap();
-    let got = within("a message after the flood", at_victim.recv()).await.unwrap();
+    let got = within("a message after the flood", at_victim.recv())
+        .await
+        .unwrap();
     assert_eq!(&got.body[..], b"still here");
     victim.shutdown().await;
     b.shutdown().await;
