@@ -5,6 +5,9 @@ mod actor;
 pub mod addresses;
 mod envelope;
 pub mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod id;
 pub mod identity;
 pub mod limits;
@@ -19,11 +22,11 @@ pub mod tls;
 pub use error::{BindError, ChannelError, JoinError, NodeClosed, RecvError, SendError};
 pub use id::PeerId;
 pub use identity::Identity;
+pub use limits::Limits;
 pub use mesh::{
     Channel, Event, FilterInput, LeaveReport, Mesh, MeshOptions, PropagationFilter, RawChannel,
     Received, SendOptions, SendStatus,
 };
-pub use limits::Limits;
 pub use node::{Node, NodeConfig};
 pub use peerchannel_proto::{DisconnectReason, MeshAddress, MeshId, Propagation};
 pub use security::{AuthFailure, MeshPassword, MeshSecurity, SecurityStats};

@@ -73,6 +73,9 @@
 pub mod broadcast;
 mod cache;
 pub mod config;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod id;
 pub mod membership;
 pub mod mesh;

@@ -355,6 +355,11 @@ impl<PI: PeerIdentity> Membership<PI> {
             self.fill_one(now, rng, out);
         }
         self.repair(now, rng, out);
+        // Addresses learnt of peers that never joined a view (a partition probe's target, a
+        // peer that probed us) are forgotten now and then, so they cannot pile up.
+        let (active, passive, pending) = (&self.active, &self.passive, &self.pending);
+        self.data
+            .retain(|p, _| active.contains(p) || passive.contains(p) || pending.contains_key(p));
     }
 
     // --- message handlers -------------------------------------------------------------------
@@ -421,6 +426,9 @@ impl<PI: PeerIdentity> Membership<PI> {
         if joiner.id == self.me {
             return;
         }
+        // No walk goes further than ours would: a peer that asks for more (up to 65,535 hops)
+        // would make one message cost the mesh that many.
+        let ttl = ttl.min(self.config.active_walk_length);
         self.learn(&joiner, out);
         let next: Vec<PI> = self
             .active
@@ -437,6 +445,7 @@ impl<PI: PeerIdentity> Membership<PI> {
         if ttl == self.config.passive_walk_length {
             self.add_passive(joiner.id, rng);
         }
+        let joiner_id = joiner.id;
         if let Some(&n) = next.choose(rng) {
             out.push(MembershipOut::Send(
                 n,
@@ -446,6 +455,9 @@ impl<PI: PeerIdentity> Membership<PI> {
                 },
             ));
         }
+        // Passed on without a place in our views: keeping its data would let a peer fill our
+        // memory with walks for made-up joiners (found by fuzzing).
+        self.drop_data_if_unknown(joiner_id);
     }
 
     /// Paper: a high-priority request is always accepted; a low-priority one only if the
@@ -575,6 +587,8 @@ impl<PI: PeerIdentity> Membership<PI> {
         if origin.id == self.me {
             return;
         }
+        // As for forward-joins: no longer walk, no larger sample than ours.
+        let ttl = ttl.min(self.config.active_walk_length);
         let max_nodes = 1 + self.config.shuffle_active + self.config.shuffle_passive;
         let nodes: Vec<_> = nodes.into_iter().take(max_nodes).collect();
         let next: Vec<PI> = self
@@ -1273,5 +1287,76 @@ mod tests {
         let contacts = (10..30).map(PeerInfo::new).collect();
         m.add_contacts(contacts, now, &mut rng, &mut out);
         assert_eq!(m.passive().len(), 4);
+    }
+    #[test]
+    fn walks_go_no_further_than_ours() {
+        // Found by the `state_machine` fuzz target: a walk asked for 65,535 hops went on that far.
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let now = Instant::now();
+        let mut m = node(1);
+        let mut out = Vec::new();
+        for peer in [2, 3] {
+            let join = MembershipMessage::Join { data: None };
+            m.handle_message(peer, join, now, &mut rng, &mut out);
+        }
+        out.clear();
+        let walks = [
+            MembershipMessage::ForwardJoin {
+                joiner: PeerInfo::new(9),
+                ttl: u16::MAX,
+            },
+            MembershipMessage::Shuffle {
+                origin: PeerInfo::new(10),
+                ttl: u16::MAX,
+                nodes: vec![],
+            },
+        ];
+        for walk in walks {
+            m.handle_message(2, walk, now, &mut rng, &mut out);
+        }
+        let longest = m.config.active_walk_length - 1;
+        let s = sends(&out);
+        assert_eq!(s.len(), 2, "{s:?}");
+        for (to, msg) in s {
+            assert_eq!(to, 3);
+            assert!(
+                matches!(
+                    msg,
+                    MembershipMessage::ForwardJoin { ttl, .. } | MembershipMessage::Shuffle { ttl, .. }
+                        if ttl == longest
+                ),
+                "{msg:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn addresses_of_peers_in_no_view_are_not_kept() {
+        // Found while fuzzing: every forward-join passed on left its joiner's data behind.
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let now = Instant::now();
+        let mut m = node(1);
+        let mut out = Vec::new();
+        for peer in [2, 3] {
+            let join = MembershipMessage::Join { data: None };
+            m.handle_message(peer, join, now, &mut rng, &mut out);
+        }
+        for joiner in 100..1100 {
+            let joiner = PeerInfo {
+                id: joiner,
+                data: PeerData::new(vec![1; 100]),
+            };
+            let walk = MembershipMessage::ForwardJoin { joiner, ttl: 6 };
+            m.handle_message(2, walk, now, &mut rng, &mut out);
+        }
+        assert_eq!(m.data.len(), 0, "{:?}", m.data.keys().collect::<Vec<_>>());
+        // Data learnt outside any walk (a partition probe's target) goes at the next timer.
+        let stranger = PeerInfo {
+            id: 50,
+            data: PeerData::new(vec![2; 10]),
+        };
+        m.learn(&stranger, &mut out);
+        m.handle_timeout(now, &mut rng, &mut out);
+        assert!(!m.data.contains_key(&50));
     }
 }

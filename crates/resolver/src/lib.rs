@@ -90,6 +90,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub mod config;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod http;
 mod listener;
 mod metrics;

@@ -256,6 +256,32 @@ impl Registry {
         self.meshes.len()
     }
 
+    /// Panics unless the counts and indexes agree with the registrations (for fuzzing).
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn check_consistent(&self) {
+        let mut per_source: HashMap<IpAddr, usize> = HashMap::new();
+        let mut total = 0;
+        for mesh in self.meshes.values() {
+            assert!(!mesh.entries.is_empty(), "an empty mesh is kept");
+            assert_eq!(mesh.by_peer.len(), mesh.entries.len());
+            assert_eq!(mesh.by_token.len(), mesh.entries.len());
+            for (i, entry) in mesh.entries.iter().enumerate() {
+                assert_eq!(mesh.by_peer.get(&entry.peer_id), Some(&i));
+                assert_eq!(mesh.by_token.get(&entry.token), Some(&entry.peer_id));
+                assert!(!entry.addresses.is_empty());
+                assert!(entry.addresses.len() <= self.limits.max_addresses);
+                *per_source.entry(entry.source).or_default() += 1;
+                total += 1;
+            }
+            assert!(mesh.entries.len() <= self.limits.per_mesh);
+        }
+        assert_eq!(total, self.total);
+        assert_eq!(per_source, self.per_source);
+        assert!(self.total <= self.limits.total);
+        assert!(self.meshes.len() <= self.limits.meshes);
+        assert!(per_source.values().all(|&n| n <= self.limits.per_source));
+    }
+
     fn check_addresses(&self, addresses: &[SocketAddr]) -> Result<(), RegistryError> {
         if addresses.is_empty() {
             return Err(RegistryError::NoAddresses);
