@@ -79,6 +79,9 @@ pub struct Counters {
     pub ihave_bytes: u64,
     /// Grafts sent.
     pub grafts_sent: u64,
+    /// Grafts held back (the tree was still bringing the origin's messages, or too many
+    /// were unanswered).
+    pub grafts_deferred: u64,
     /// Prunes sent.
     pub prunes_sent: u64,
 }
@@ -93,6 +96,7 @@ impl Counters {
             ihave_sent: self.ihave_sent.saturating_sub(before.ihave_sent),
             ihave_bytes: self.ihave_bytes.saturating_sub(before.ihave_bytes),
             grafts_sent: self.grafts_sent.saturating_sub(before.grafts_sent),
+            grafts_deferred: self.grafts_deferred.saturating_sub(before.grafts_deferred),
             prunes_sent: self.prunes_sent.saturating_sub(before.prunes_sent),
         }
     }
@@ -106,6 +110,7 @@ impl Counters {
             ihave_sent: self.ihave_sent + other.ihave_sent,
             ihave_bytes: self.ihave_bytes + other.ihave_bytes,
             grafts_sent: self.grafts_sent + other.grafts_sent,
+            grafts_deferred: self.grafts_deferred + other.grafts_deferred,
             prunes_sent: self.prunes_sent + other.prunes_sent,
         }
     }
@@ -147,12 +152,25 @@ impl Agent {
     /// Starts a node on 127.0.0.1 that finds the mesh through the resolver at `resolver_url`;
     /// a receiver records every message that arrives. Must run on the runtime the node
     /// should live on.
-    pub async fn start(resolver_url: &str, size: usize, receive: bool) -> anyhow::Result<Self> {
+    ///
+    /// With `sign`, every message is signed by its origin and checked by every receiver (the
+    /// cost of end-to-end signatures).
+    pub async fn start(
+        resolver_url: &str,
+        size: usize,
+        receive: bool,
+        sign: bool,
+    ) -> anyhow::Result<Self> {
         let config = NodeConfig::default()
             .listen("127.0.0.1:0".parse()?)
             .resolver(Arc::new(ServiceResolver::new(resolver_url)?));
         let node = Node::bind(Identity::generate()?, config).await?;
-        let mesh = node.join(MESH_ADDRESS, MeshOptions::default()).await?;
+        let options = if sign {
+            MeshOptions::default().signed()
+        } else {
+            MeshOptions::default()
+        };
+        let mesh = node.join(MESH_ADDRESS, options).await?;
         let health = Arc::new(Mutex::new(Health::default()));
         tokio::spawn(watch(mesh.events(), health.clone()));
         let recorder = Arc::new(Mutex::new(Recorder::default()));
@@ -187,6 +205,7 @@ impl Agent {
             ihave_sent: s.broadcast.ihave_sent,
             ihave_bytes: s.broadcast.ihave_bytes,
             grafts_sent: s.broadcast.grafts_sent,
+            grafts_deferred: s.broadcast.grafts_deferred,
             prunes_sent: s.broadcast.prunes_sent,
         })
     }

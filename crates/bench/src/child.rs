@@ -26,6 +26,9 @@ pub struct NodeArgs {
     /// Record the messages that arrive.
     #[arg(long)]
     receive: bool,
+    /// Sign every message (and so check every signature).
+    #[arg(long)]
+    sign: bool,
 }
 
 /// What the coordinator asks a node process.
@@ -74,7 +77,7 @@ pub enum Response {
 
 /// The `node` subcommand: serves requests until told to quit or stdin closes.
 pub async fn serve(args: NodeArgs) -> anyhow::Result<()> {
-    let agent = Agent::start(&args.resolver, args.size, args.receive).await?;
+    let agent = Agent::start(&args.resolver, args.size, args.receive, args.sign).await?;
     let mut stdout = tokio::io::stdout();
     write_line(&mut stdout, &Response::Ready).await?;
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
@@ -117,7 +120,12 @@ pub struct NodeProcess {
 
 impl NodeProcess {
     /// Starts a node process and waits until its node is up.
-    pub async fn spawn(resolver: &str, size: usize, receive: bool) -> anyhow::Result<Self> {
+    pub async fn spawn(
+        resolver: &str,
+        size: usize,
+        receive: bool,
+        sign: bool,
+    ) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("cannot find the harness's own binary")?;
         let mut command = Command::new(exe);
         command
@@ -132,6 +140,9 @@ impl NodeProcess {
             .kill_on_drop(true);
         if receive {
             command.arg("--receive");
+        }
+        if sign {
+            command.arg("--sign");
         }
         let mut child = command.spawn().context("cannot start a node process")?;
         let pid = child.id().context("the node process exited at once")?;

@@ -56,6 +56,7 @@ impl Cluster {
         size: usize,
         mode: Mode,
         freezable: Option<usize>,
+        sign: bool,
     ) -> anyhow::Result<Self> {
         let resolver = ResolverServer::bind("127.0.0.1:0".parse()?, ResolverConfig::relaxed())
             .await
@@ -64,7 +65,7 @@ impl Cluster {
         let rss_before_nodes = procstat::sample(None)?.rss_bytes;
         let members = match mode {
             Mode::Processes => {
-                try_join_all((0..nodes).map(|i| NodeProcess::spawn(&url, size, i != 0)))
+                try_join_all((0..nodes).map(|i| NodeProcess::spawn(&url, size, i != 0, sign)))
                     .await?
                     .into_iter()
                     .map(|p| Member::Process(Box::new(p)))
@@ -75,9 +76,9 @@ impl Cluster {
                 for i in 0..nodes {
                     let receive = i != 0;
                     let member = if freezable == Some(i) {
-                        OwnRuntime::start(&url, size, receive).await?
+                        OwnRuntime::start(&url, size, receive, sign).await?
                     } else {
-                        Member::Local(Arc::new(Agent::start(&url, size, receive).await?))
+                        Member::Local(Arc::new(Agent::start(&url, size, receive, sign).await?))
                     };
                     members.push(member);
                 }
@@ -309,7 +310,7 @@ pub struct OwnRuntime {
 }
 
 impl OwnRuntime {
-    async fn start(url: &str, size: usize, receive: bool) -> anyhow::Result<Member> {
+    async fn start(url: &str, size: usize, receive: bool, sign: bool) -> anyhow::Result<Member> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -324,7 +325,7 @@ impl OwnRuntime {
             })?;
         let url = url.to_owned();
         let agent = handle
-            .spawn(async move { Agent::start(&url, size, receive).await })
+            .spawn(async move { Agent::start(&url, size, receive, sign).await })
             .await??;
         Ok(Member::OwnRuntime(Self {
             agent: Arc::new(agent),

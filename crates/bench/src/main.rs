@@ -86,6 +86,10 @@ struct RunArgs {
     /// runtime blocked otherwise) and report how the others fare.
     #[arg(long, value_name = "SECS")]
     pause_one: Option<f64>,
+    /// Sign every message end to end (every receiver checks every signature): measures what
+    /// signing costs. Compare with a run without it.
+    #[arg(long)]
+    sign: bool,
 }
 
 fn main() -> ExitCode {
@@ -151,7 +155,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         _ => None,
     };
     progress(&format!("starting {} nodes", args.nodes));
-    let cluster = Cluster::start(args.nodes, args.size, mode, freezable).await?;
+    let cluster = Cluster::start(args.nodes, args.size, mode, freezable, args.sign).await?;
     let result = measure(&args, &cluster, &mut printer).await;
     progress("stopping the nodes");
     cluster.shutdown().await;

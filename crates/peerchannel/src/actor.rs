@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::future::select_ok;
 use peerchannel_proto::{
-    BroadcastError, BroadcastOptions, BroadcastStatus, Gossip, InEvent, MeshAddress, MeshEvent,
-    MeshId, MeshStats, OutEvent, PeerInfo, Propagation, State,
+    BroadcastError, BroadcastMessage, BroadcastOptions, BroadcastStatus, Gossip, InEvent,
+    MeshAddress, MeshEvent, MeshId, MeshMessage, MeshStats, OutEvent, PeerInfo, Propagation, State,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha12Rng;
@@ -49,12 +49,18 @@ const MAX_PENDING_HANDSHAKES: usize = 64;
 /// How long a link no mesh uses stays open, in case a mesh needs it again.
 const LINGER: Duration = Duration::from_secs(5);
 
-/// How long a forwarded message waits for room in a neighbor's queue before that neighbor is
-/// routed around (it becomes lazy).
+/// A neighbor whose full queue does not move for this long is routed around (it becomes lazy).
 const SLOW_WAIT: Duration = Duration::from_millis(100);
+
+/// The longest a message waits for room in a neighbor's queue that does move, before that
+/// neighbor is routed around anyway.
+const BACKPRESSURE_LIMIT: Duration = Duration::from_secs(2);
 
 /// A neighbor whose queue stays full this long is disconnected.
 const SLOW_DISCONNECT: Duration = Duration::from_secs(10);
+
+/// Link events handled before timers fire, when some are waiting (see the run loop).
+const TIMER_CATCH_UP: usize = 4096;
 
 /// How often links are checked for disuse and slowness.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
@@ -180,6 +186,7 @@ pub(crate) fn spawn(setup: Setup) {
         capacity_freed: Arc::new(Notify::new()),
         handshakes: Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES)),
         deferred: VecDeque::new(),
+        answering: None,
         _socket: socket,
     };
     drop(commands);
@@ -247,6 +254,8 @@ struct Actor {
     handshakes: Arc<Semaphore>,
     /// Inputs for the core that arose while carrying out its outputs.
     deferred: VecDeque<InEvent<PeerId>>,
+    /// The peer whose graft request is being answered, while its outputs are carried out.
+    answering: Option<PeerId>,
     /// Kept so the socket lives as long as the task.
     _socket: Arc<KillableSocket>,
 }
@@ -294,10 +303,22 @@ impl Actor {
                     Some(incoming) => self.on_incoming(incoming),
                     None => return,
                 },
-                () = &mut timer => self.state.handle_timeout(Instant::now()),
+                () = &mut timer => {
+                    // Act on timers (grafts above all) only with what has already arrived:
+                    // when this task is behind, the eager copy a graft would fetch may be
+                    // waiting in its own queue.
+                    for _ in 0..TIMER_CATCH_UP {
+                        let Ok(event) = links.try_recv() else { break };
+                        self.on_link_event(event);
+                        self.drain().await;
+                        self.answering = None;
+                    }
+                    self.state.handle_timeout(Instant::now());
+                }
                 _ = sweep.tick() => self.sweep(),
             }
             self.drain().await;
+            self.answering = None;
         }
     }
 
@@ -586,8 +607,9 @@ impl Actor {
         // sides pick the same), and retire the other once what is queued on it is delivered.
         let preferred = me < peer;
         if entry.links.len() > 1 && entry.links.iter().any(|l| l.outgoing == preferred) {
-            let (keep, retire): (Vec<Link>, Vec<Link>) =
-                std::mem::take(&mut entry.links).into_iter().partition(|l| l.outgoing == preferred);
+            let (keep, retire): (Vec<Link>, Vec<Link>) = std::mem::take(&mut entry.links)
+                .into_iter()
+                .partition(|l| l.outgoing == preferred);
             entry.links = keep;
             for link in retire {
                 let conn = link.conn.clone();
@@ -618,6 +640,13 @@ impl Actor {
                 if !self.gate_incoming(peer, &message) {
                     return;
                 }
+                // What this message makes the core send back to its sender answers a graft:
+                // best effort (see `send_frame`).
+                self.answering = matches!(
+                    message.body,
+                    MeshMessage::Broadcast(BroadcastMessage::Graft { .. })
+                )
+                .then_some(peer);
                 self.state.handle(
                     InEvent::Message {
                         from: peer,
@@ -884,6 +913,10 @@ impl Actor {
 
     async fn send_frame(&mut self, to: PeerId, frame: Bytes, lane: Lane) {
         let me = self.me;
+        // A graft's answer goes against the tree's flow: waiting for room for it could make two
+        // nodes wait on each other. If its queue is full it is dropped, and the asker grafts
+        // from another announcer.
+        let best_effort = lane == Lane::Data && self.answering == Some(to);
         let entry = self.peers.entry(to).or_default();
         entry.unused_since = None;
         let Some(link) = entry.current(me, to) else {
@@ -915,16 +948,43 @@ impl Actor {
                 warn!(peer = %to.fmt_short(), "disconnecting a neighbor that does not read");
                 link.close(close_code::LIMIT_EXCEEDED, "too much waiting to be sent");
             }
+            Err(Refused::Full(_)) if best_effort => {}
             Err(Refused::Full(frame)) => {
-                if entry.slow_since.is_some() {
-                    // Already routed around: it fetches what it misses from its announcements.
-                    return;
-                }
-                // The neighbor's queue is full: wait a little (this holds the sender back,
-                // and through it the mesh: backpressure), then route around it.
-                let sent = tokio::time::timeout(SLOW_WAIT, link.send_data(frame)).await;
-                if sent.is_err() {
-                    debug!(peer = %to.fmt_short(), "neighbor slow: routing around it");
+                // The neighbor's queue is full. While its link keeps moving, wait (this holds
+                // the sender back, and through it the whole mesh: backpressure, not loss);
+                // route around it only when it has not moved for a while or the wait grows
+                // too long.
+                let started = Instant::now();
+                let mut moved = link.progress();
+                let mut frame = frame;
+                let sent = loop {
+                    let room = tokio::time::timeout(SLOW_WAIT, link.wait_for_room())
+                        .await
+                        .is_ok();
+                    if room {
+                        match link.try_send_data(frame) {
+                            Ok(()) => break true,
+                            Err(Refused::Full(back)) => {
+                                // Room for a frame but not for its bytes (large messages):
+                                // give the writer a moment.
+                                frame = back;
+                                tokio::time::sleep(Duration::from_millis(1)).await;
+                            }
+                            Err(Refused::Overloaded) => break false,
+                        }
+                    } else {
+                        let now_moved = link.progress();
+                        if now_moved == moved {
+                            break false;
+                        }
+                        moved = now_moved;
+                    }
+                    if started.elapsed() >= BACKPRESSURE_LIMIT {
+                        break false;
+                    }
+                };
+                if !sent {
+                    debug!(peer = %to.fmt_short(), "neighbor stuck: routing around it");
                     if let Some(entry) = self.peers.get_mut(&to) {
                         entry.slow_since.get_or_insert_with(Instant::now);
                     }

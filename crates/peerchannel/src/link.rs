@@ -97,6 +97,8 @@ pub(crate) struct Link {
     writer: tokio::task::JoinHandle<()>,
     /// Bytes queued in both lanes, not yet taken by the writer.
     queued: Arc<AtomicUsize>,
+    /// Batches the writer has taken so far: whether the link is moving at all.
+    progress: Arc<AtomicUsize>,
     max_queued: usize,
 }
 
@@ -111,6 +113,7 @@ pub(crate) enum Refused {
 
 impl Link {
     /// Starts the reader and writer tasks of an established, authenticated connection.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn spawn(
         id: u64,
         peer: PeerId,
@@ -124,14 +127,24 @@ impl Link {
         let (control_tx, control_rx) = mpsc::unbounded_channel();
         let (data_tx, data_rx) = mpsc::channel(DATA_QUEUE_FRAMES);
         let queued = Arc::new(AtomicUsize::new(0));
+        let progress = Arc::new(AtomicUsize::new(0));
         let writer = tokio::spawn(write_loop(
             conn.clone(),
             control_rx,
             data_rx,
             capacity_freed,
-            queued.clone(),
+            Accounting {
+                queued: queued.clone(),
+                progress: progress.clone(),
+            },
         ));
-        let reader = Reader { peer, conn_id: id, conn: conn.clone(), events, max_frame };
+        let reader = Reader {
+            peer,
+            conn_id: id,
+            conn: conn.clone(),
+            events,
+            max_frame,
+        };
         tokio::spawn(reader.run(RateLimits::new(&limits)));
         Self {
             id,
@@ -141,6 +154,7 @@ impl Link {
             data: data_tx,
             writer,
             queued,
+            progress,
             max_queued: limits.queued_bytes,
         }
     }
@@ -149,7 +163,12 @@ impl Link {
     /// (up to [`FINISH_WAIT`]) for the peer to acknowledge it. The returned task ends then;
     /// closing the connection before that would throw the unsent frames away.
     pub(crate) fn finish(self) -> tokio::task::JoinHandle<()> {
-        let Self { control, data, writer, .. } = self;
+        let Self {
+            control,
+            data,
+            writer,
+            ..
+        } = self;
         drop((control, data));
         writer
     }
@@ -186,13 +205,17 @@ impl Link {
         })
     }
 
-    /// Waits for room in the data lane (frames only; see [`Link::try_send_data`]).
-    pub(crate) async fn send_data(&self, frame: Bytes) {
-        let len = frame.len();
-        self.queued.fetch_add(len, Ordering::AcqRel);
-        if self.data.send(frame).await.is_err() {
-            self.queued.fetch_sub(len, Ordering::AcqRel);
+    /// Waits until the data lane has room for a frame. The node's task is the only one that
+    /// queues data frames on a link, so the room is still there when it then sends.
+    pub(crate) async fn wait_for_room(&self) {
+        if let Ok(permit) = self.data.reserve().await {
+            drop(permit);
         }
+    }
+
+    /// A counter that moves whenever the writer takes frames off the queues.
+    pub(crate) fn progress(&self) -> usize {
+        self.progress.load(Ordering::Acquire)
     }
 
     /// Frames the data lane can take now.
@@ -206,13 +229,19 @@ impl Link {
     }
 }
 
+/// What the writer reports back: bytes still queued, and that it is moving.
+struct Accounting {
+    queued: Arc<AtomicUsize>,
+    progress: Arc<AtomicUsize>,
+}
+
 /// Writes queued frames, control first, batched into large writes on one uni stream.
 async fn write_loop(
     conn: quinn::Connection,
     mut control: mpsc::UnboundedReceiver<Bytes>,
     mut data: mpsc::Receiver<Bytes>,
     capacity_freed: Arc<Notify>,
-    queued: Arc<AtomicUsize>,
+    accounting: Accounting,
 ) {
     let mut stream: Option<quinn::SendStream> = None;
     let mut batch: Vec<u8> = Vec::with_capacity(WRITE_BATCH);
@@ -236,7 +265,8 @@ async fn write_loop(
             batch.extend_from_slice(&next);
             taken += next.len();
         }
-        queued.fetch_sub(taken, Ordering::AcqRel);
+        accounting.queued.fetch_sub(taken, Ordering::AcqRel);
+        accounting.progress.fetch_add(1, Ordering::AcqRel);
         capacity_freed.notify_waiters();
         let s = match &mut stream {
             Some(s) => s,
@@ -275,7 +305,10 @@ impl RateLimits {
             governor::Quota::per_second(rate).allow_burst(burst)
         };
         Arc::new(Self {
-            frames: governor::RateLimiter::direct(quota(limits.frames_per_second, limits.frames_burst)),
+            frames: governor::RateLimiter::direct(quota(
+                limits.frames_per_second,
+                limits.frames_burst,
+            )),
             grafts: governor::RateLimiter::direct(quota(
                 limits.grafts_per_second,
                 limits.grafts_per_second.saturating_mul(2),
@@ -288,8 +321,10 @@ impl RateLimits {
         if self.frames.check().is_err() {
             return Err("too many messages per second");
         }
-        if matches!(message.body, MeshMessage::Broadcast(BroadcastMessage::Graft { .. }))
-            && self.grafts.check().is_err()
+        if matches!(
+            message.body,
+            MeshMessage::Broadcast(BroadcastMessage::Graft { .. })
+        ) && self.grafts.check().is_err()
         {
             return Err("too many graft requests per second");
         }
@@ -318,7 +353,11 @@ impl Reader {
                 Err(e) => break e.to_string(),
             }
         };
-        let closed = LinkEvent::Closed { peer: self.peer, conn_id: self.conn_id, reason };
+        let closed = LinkEvent::Closed {
+            peer: self.peer,
+            conn_id: self.conn_id,
+            reason,
+        };
         let _ = self.events.send(closed).await;
     }
 
@@ -347,11 +386,17 @@ impl Reader {
             };
             if let Err(reason) = limits.admit(&message) {
                 warn!(peer = %peer.fmt_short(), "disconnecting a peer: {reason}");
-                self.conn.close(close_code::LIMIT_EXCEEDED, reason.as_bytes());
+                self.conn
+                    .close(close_code::LIMIT_EXCEEDED, reason.as_bytes());
                 return;
             }
             trace!(peer = %peer.fmt_short(), "link: frame of {len} bytes");
-            if self.events.send(LinkEvent::Message { peer, message }).await.is_err() {
+            if self
+                .events
+                .send(LinkEvent::Message { peer, message })
+                .await
+                .is_err()
+            {
                 return;
             }
         }
