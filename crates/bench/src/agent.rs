@@ -82,6 +82,8 @@ pub struct Counters {
     /// Grafts held back (the tree was still bringing the origin's messages, or too many
     /// were unanswered).
     pub grafts_deferred: u64,
+    /// Announcements ignored (too many ids awaited at once, or too long a batch).
+    pub announcements_dropped: u64,
     /// Prunes sent.
     pub prunes_sent: u64,
 }
@@ -97,6 +99,9 @@ impl Counters {
             ihave_bytes: self.ihave_bytes.saturating_sub(before.ihave_bytes),
             grafts_sent: self.grafts_sent.saturating_sub(before.grafts_sent),
             grafts_deferred: self.grafts_deferred.saturating_sub(before.grafts_deferred),
+            announcements_dropped: self
+                .announcements_dropped
+                .saturating_sub(before.announcements_dropped),
             prunes_sent: self.prunes_sent.saturating_sub(before.prunes_sent),
         }
     }
@@ -111,6 +116,7 @@ impl Counters {
             ihave_bytes: self.ihave_bytes + other.ihave_bytes,
             grafts_sent: self.grafts_sent + other.grafts_sent,
             grafts_deferred: self.grafts_deferred + other.grafts_deferred,
+            announcements_dropped: self.announcements_dropped + other.announcements_dropped,
             prunes_sent: self.prunes_sent + other.prunes_sent,
         }
     }
@@ -206,6 +212,7 @@ impl Agent {
             ihave_bytes: s.broadcast.ihave_bytes,
             grafts_sent: s.broadcast.grafts_sent,
             grafts_deferred: s.broadcast.grafts_deferred,
+            announcements_dropped: s.broadcast.announcements_dropped,
             prunes_sent: s.broadcast.prunes_sent,
         })
     }

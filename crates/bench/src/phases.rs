@@ -269,6 +269,11 @@ pub struct PauseResult {
     pub paused_share_after: f64,
     /// Messages sent.
     pub sent: u64,
+    /// The most messages one of the others' channel readers fell behind and missed (counted
+    /// as not delivered).
+    pub others_lagged: u64,
+    /// The protocol counters, summed over the nodes, for the phase.
+    pub counters: Counters,
 }
 
 /// Sends as fast as possible while the last receiver is paused for `pause_secs`.
@@ -278,6 +283,7 @@ pub async fn pause(cluster: &Cluster, pause_secs: f64) -> anyhow::Result<PauseRe
         .last()
         .expect("a mesh of at least three nodes");
     let health_before = victim.health().await?;
+    let counters_before = cluster.counters().await?;
     let plan = SendPlan {
         phase: Phase::Pause,
         secs: PAUSE_LEAD_SECS + pause_secs + PAUSE_TAIL_SECS,
@@ -290,6 +296,12 @@ pub async fn pause(cluster: &Cluster, pause_secs: f64) -> anyhow::Result<PauseRe
     let (sent, control) = (sent?, control?);
     let reports = drain_and_report(cluster.receivers(), Phase::Pause, sent.sent).await?;
     let (victim_report, other_reports) = reports.split_last().expect("receivers");
+    let counters = cluster
+        .counters()
+        .await?
+        .iter()
+        .zip(&counters_before)
+        .fold(Counters::default(), |sum, (a, b)| sum.plus(&a.since(b)));
     let from = sent.start_ns + secs_to_ns(PAUSE_RAMP_SECS);
     let mut before = f64::INFINITY;
     let mut during = f64::INFINITY;
@@ -326,6 +338,8 @@ pub async fn pause(cluster: &Cluster, pause_secs: f64) -> anyhow::Result<PauseRe
         others_after_msgs_per_sec: after,
         others_kept: kept,
         others_full_delivery: full_delivery(&seqs, sent.sent),
+        others_lagged: other_reports.iter().map(|r| r.lagged).max().unwrap_or(0),
+        counters,
         sender_rss_before_bytes: control.sender_before,
         sender_rss_peak_bytes: control.sender_peak,
         paused_rss_before_bytes: control.victim_before,

@@ -253,6 +253,14 @@ impl Printer {
             &count(p.others_after_msgs_per_sec),
             &format!("{:.1}% reached every other", p.others_full_delivery * 100.0),
         );
+        if p.others_lagged > 0 {
+            row(
+                "pause",
+                "dropped by a slow channel reader (lagged, most of one node)",
+                &count(p.others_lagged as f64),
+                "",
+            );
+        }
         if p.how == "SIGSTOP" {
             row(
                 "pause",

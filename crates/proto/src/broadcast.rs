@@ -50,8 +50,17 @@ pub const MAX_GRAFT_WAIT: std::time::Duration = std::time::Duration::from_secs(5
 const BEACON_HISTORY: usize = 8;
 
 /// The most message ids awaited at once from lazy announcements; beyond it new announcements
-/// are ignored until some resolve. Bounds what a peer can make a node remember.
-pub const MAX_MISSING: usize = 16_384;
+/// are ignored until some resolve. Bounds what a peer can make a node remember: about 200
+/// bytes each with [`MAX_ANNOUNCERS`], so 13 MiB per mesh at worst.
+///
+/// Under load, announcements run ahead of the eager copies by the queues along the tree
+/// (seconds at saturation), and each message is awaited that long: measured with
+/// `peerchannel-bench --pause-one 10`, 16,384 overflowed at 7,000 msg/s and the messages whose
+/// announcements were ignored were lost wherever the eager copy then did not come.
+pub const MAX_MISSING: usize = 65_536;
+
+/// Announcers remembered per awaited message: whom to graft, in order, if earlier ones fail.
+pub const MAX_ANNOUNCERS: usize = 4;
 
 /// What a propagation filter decides for one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -628,7 +637,7 @@ impl<PI: PeerIdentity> Broadcast<PI> {
                 first_at: now,
                 grafted_from: None,
             });
-            if entry.announcers.len() < 16 {
+            if entry.announcers.len() < MAX_ANNOUNCERS {
                 entry.announcers.push_back((from, a.hops, a.catch_up));
             }
             if entry.timer.is_none() {
