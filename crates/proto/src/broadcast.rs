@@ -262,6 +262,22 @@ impl<PI: PeerIdentity> Broadcast<PI> {
         &self.eager
     }
 
+    pub(crate) fn awaited_len(&self) -> usize {
+        self.missing.len()
+    }
+
+    pub(crate) fn grafts_in_flight(&self) -> usize {
+        debug_assert_eq!(
+            self.grafts_in_flight,
+            self.missing
+                .values()
+                .filter(|m| m.grafted_from.is_some())
+                .count(),
+            "the count of grafts in flight drifted"
+        );
+        self.grafts_in_flight
+    }
+
     pub(crate) fn seen_len(&self) -> usize {
         self.seen.len()
     }

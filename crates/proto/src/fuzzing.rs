@@ -23,6 +23,7 @@ use bytes::Bytes;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+use crate::broadcast::{MAX_GRAFTS_IN_FLIGHT, MAX_MISSING};
 use crate::config::{BroadcastMode, Config};
 use crate::id::{MeshId, MessageId};
 use crate::mesh::BroadcastOptions;
@@ -990,6 +991,14 @@ impl Harness {
                 );
                 assert!(stats.queued <= q.offline_queue_messages);
                 assert!(stats.seen_ids <= b.seen_capacity);
+                assert!(stats.awaited_ids <= MAX_MISSING);
+                assert!(
+                    stats.grafts_in_flight <= MAX_GRAFTS_IN_FLIGHT
+                        && stats.grafts_in_flight <= stats.awaited_ids,
+                    "node {me}: {} grafts in flight, {} ids awaited",
+                    stats.grafts_in_flight,
+                    stats.awaited_ids
+                );
                 assert!(
                     stats.stored_bytes <= b.store_bytes,
                     "node {me}: {} bytes stored, max {}",

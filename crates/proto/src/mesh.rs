@@ -109,6 +109,12 @@ pub struct MeshStats {
     pub seen_ids: usize,
     /// Payload bytes kept for grafts and catch-up now.
     pub stored_bytes: usize,
+    /// Message ids announced and not received yet, now (at most
+    /// [`MAX_MISSING`](crate::broadcast::MAX_MISSING)).
+    pub awaited_ids: usize,
+    /// Grafts sent and not answered yet, now (at most
+    /// [`MAX_GRAFTS_IN_FLIGHT`](crate::broadcast::MAX_GRAFTS_IN_FLIGHT)).
+    pub grafts_in_flight: usize,
 }
 
 /// A propagation filter: decides, for each new message, whether to deliver and to forward.
@@ -232,6 +238,8 @@ impl<PI: PeerIdentity> Mesh<PI> {
             beacons_sent: self.beacons_sent,
             queued: self.queue.len(),
             seen_ids: self.broadcast.seen_len(),
+            awaited_ids: self.broadcast.awaited_len(),
+            grafts_in_flight: self.broadcast.grafts_in_flight(),
             stored_bytes: self.broadcast.store_bytes(),
         }
     }
