@@ -357,52 +357,38 @@ mod tests {
     #[test]
     fn a_timestamp_outside_the_window_is_stale() {
         let me = Identity::generate().unwrap();
+        let (mut v, counters) = verifier(true, None);
+        let now = SystemTime::now();
+        let cases = [
+            (now - Duration::from_secs(61), Err(Refused::Stale)),
+            (now, Ok(())),
+            // From the future too.
+            (now + Duration::from_secs(120), Err(Refused::Stale)),
+        ];
+        for (at, expected) in cases {
+            let g = gossip(me.peer_id(), 1, signed_at(&me, 1, unix_ms(at)));
+            assert_eq!(check(&mut v, &g), expected, "signed at {at:?}");
+        }
+        assert_eq!(counters.snapshot().stale_signatures, 2);
+    }
+
+    /// An envelope signed by `me` as if at `timestamp_ms`.
+    fn signed_at(me: &Identity, seq: u64, timestamp_ms: u64) -> Bytes {
         let id = MessageId {
             origin: me.peer_id(),
-            seq: 1,
+            seq,
         };
-        let (mut v, counters) = verifier(true, None);
-        for age in [Duration::from_secs(61), Duration::from_secs(0)] {
-            let ts = unix_ms(SystemTime::now() - age);
-            let content = signed_content(&mesh(), &id, "chat", b"x", ts);
-            let auth = Auth {
-                timestamp_ms: ts,
-                signature: me.sign(&content),
-                certificate: None,
-            };
-            let payload = Envelope {
-                path: "chat",
-                body: b"x",
-                auth: Some(auth),
-            }
-            .encode();
-            let g = gossip(me.peer_id(), 1, payload);
-            let expected = if age.is_zero() {
-                Ok(())
-            } else {
-                Err(Refused::Stale)
-            };
-            assert_eq!(check(&mut v, &g), expected);
-        }
-        // From the future too.
-        let ts = unix_ms(SystemTime::now() + Duration::from_secs(120));
-        let content = signed_content(&mesh(), &id, "chat", b"x", ts);
-        let auth = Auth {
-            timestamp_ms: ts,
-            signature: me.sign(&content),
-            certificate: None,
-        };
-        let payload = Envelope {
+        let content = signed_content(&mesh(), &id, "chat", b"x", timestamp_ms);
+        Envelope {
             path: "chat",
             body: b"x",
-            auth: Some(auth),
+            auth: Some(Auth {
+                timestamp_ms,
+                signature: me.sign(&content),
+                certificate: None,
+            }),
         }
-        .encode();
-        assert_eq!(
-            check(&mut v, &gossip(me.peer_id(), 1, payload)),
-            Err(Refused::Stale)
-        );
-        assert_eq!(counters.snapshot().stale_signatures, 2);
+        .encode()
     }
 
     #[test]
