@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::future::select_ok;
 use peerchannel_proto::{
-    BroadcastError, BroadcastMessage, BroadcastOptions, BroadcastStatus, Gossip, InEvent,
-    MeshAddress, MeshEvent, MeshId, MeshMessage, MeshStats, OutEvent, PeerInfo, Propagation, State,
+    BroadcastError, BroadcastMessage, BroadcastOptions, BroadcastStatus, FrameError, Gossip,
+    InEvent, MeshAddress, MeshEvent, MeshId, MeshMessage, MeshStats, Message, MessageId, OutEvent,
+    PeerInfo, Propagation, State,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha12Rng;
@@ -58,6 +59,9 @@ const BACKPRESSURE_LIMIT: Duration = Duration::from_secs(2);
 
 /// A neighbor whose queue stays full this long is disconnected.
 const SLOW_DISCONNECT: Duration = Duration::from_secs(10);
+
+/// Link events handled in one round of the run loop, when that many are waiting.
+const LINK_BATCH: usize = 64;
 
 /// Link events handled before timers fire, when some are waiting (see the run loop).
 const TIMER_CATCH_UP: usize = 4096;
@@ -187,6 +191,7 @@ pub(crate) fn spawn(setup: Setup) {
         handshakes: Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES)),
         deferred: VecDeque::new(),
         answering: None,
+        last_gossip: None,
         _socket: socket,
     };
     drop(commands);
@@ -256,6 +261,8 @@ struct Actor {
     deferred: VecDeque<InEvent<PeerId>>,
     /// The peer whose graft request is being answered, while its outputs are carried out.
     answering: Option<PeerId>,
+    /// The frame of the last message pushed (see [`Actor::encode`]).
+    last_gossip: Option<(MeshId, MessageId<PeerId>, u16, Bytes)>,
     /// Kept so the socket lives as long as the task.
     _socket: Arc<KillableSocket>,
 }
@@ -270,15 +277,18 @@ impl Actor {
         info!(peer = %self.me, addresses = ?self.addresses, "node started");
         let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let timer = tokio::time::sleep(Duration::from_secs(3600));
+        // With no timer due, the timer sleeps until the far future (the sweep still ticks).
+        let never = tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600);
+        let timer = tokio::time::sleep_until(never);
         tokio::pin!(timer);
         loop {
-            if let Some(at) = self.state.poll_timeout() {
-                timer.as_mut().reset(tokio::time::Instant::from_std(at));
-            } else {
-                timer
-                    .as_mut()
-                    .reset(tokio::time::Instant::now() + Duration::from_secs(3600));
+            let due = self
+                .state
+                .poll_timeout()
+                .map_or(never, tokio::time::Instant::from_std);
+            // Resetting touches the runtime's timer wheel: only when the deadline moved.
+            if timer.deadline() != due {
+                timer.as_mut().reset(due);
             }
             tokio::select! {
                 command = commands.recv() => match command {
@@ -297,7 +307,17 @@ impl Actor {
                         return;
                     }
                 },
-                Some(event) = links.recv() => self.on_link_event(event),
+                Some(event) = links.recv() => {
+                    self.on_link_event(event);
+                    // Take what else has arrived in one go, rather than a round of this loop
+                    // (timer, select over every source) per frame.
+                    for _ in 0..LINK_BATCH {
+                        self.drain().await;
+                        self.answering = None;
+                        let Ok(event) = links.try_recv() else { break };
+                        self.on_link_event(event);
+                    }
+                }
                 Some(event) = internal.recv() => self.on_internal(event),
                 incoming = self.endpoint.accept() => match incoming {
                     Some(incoming) => self.on_incoming(incoming),
@@ -856,7 +876,7 @@ impl Actor {
         match event {
             OutEvent::SendMessage { to, message } => {
                 let lane = Lane::of(&message);
-                match link::encode(&message, self.max_frame) {
+                match self.encode(&message) {
                     // Security: a closed mesh's frames wait for the peer's admission.
                     Ok(frame) => {
                         if let Some(frame) = self.gate_outgoing(to, &message.mesh, frame, lane) {
@@ -909,6 +929,23 @@ impl Actor {
             }
             _ => {}
         }
+    }
+
+    /// Encodes a message as a frame. A message pushed to several neighbors in a row (the
+    /// same id with the same hop count) is encoded once and the frame shared.
+    fn encode(&mut self, message: &Message<PeerId>) -> Result<Bytes, FrameError> {
+        let MeshMessage::Broadcast(BroadcastMessage::Gossip(gossip)) = &message.body else {
+            return link::encode(message, self.max_frame);
+        };
+        if let Some((mesh, id, hops, frame)) = &self.last_gossip
+            && (*id, *hops) == (gossip.id, gossip.hops)
+            && *mesh == message.mesh
+        {
+            return Ok(frame.clone());
+        }
+        let frame = link::encode(message, self.max_frame)?;
+        self.last_gossip = Some((message.mesh.clone(), gossip.id, gossip.hops, frame.clone()));
+        Ok(frame)
     }
 
     async fn send_frame(&mut self, to: PeerId, frame: Bytes, lane: Lane) {

@@ -13,8 +13,8 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use bytes::Bytes;
-use peerchannel_proto::wire::{self, FrameError, LEN_PREFIX};
+use bytes::{Buf, Bytes, BytesMut};
+use peerchannel_proto::wire::{self, FrameError};
 use peerchannel_proto::{BroadcastMessage, MeshMessage, Message};
 use quinn::VarInt;
 use tokio::sync::{Notify, mpsc};
@@ -31,6 +31,9 @@ pub(crate) const FINISH_WAIT: std::time::Duration = std::time::Duration::from_se
 
 /// A batched write is cut at about this many bytes.
 const WRITE_BATCH: usize = 64 * 1024;
+
+/// The most bytes taken off a stream at once.
+const READ_CHUNK: usize = 64 * 1024;
 
 /// Why the node closed a link, as a QUIC application close code.
 pub(crate) mod close_code {
@@ -236,6 +239,10 @@ struct Accounting {
 }
 
 /// Writes queued frames, control first, batched into large writes on one uni stream.
+///
+/// Large frames go to the stream as they are (the connection keeps the `Bytes`, no copy); runs
+/// of small ones (announcements, grafts) are joined into one chunk, since every chunk becomes
+/// a stream frame of its own in the packets.
 async fn write_loop(
     conn: quinn::Connection,
     mut control: mpsc::UnboundedReceiver<Bytes>,
@@ -244,7 +251,7 @@ async fn write_loop(
     accounting: Accounting,
 ) {
     let mut stream: Option<quinn::SendStream> = None;
-    let mut batch: Vec<u8> = Vec::with_capacity(WRITE_BATCH);
+    let mut batch = Batch::default();
     loop {
         let first = tokio::select! {
             biased;
@@ -252,9 +259,8 @@ async fn write_loop(
             Some(f) = data.recv() => f,
             else => break,
         };
-        batch.extend_from_slice(&first);
-        let mut taken = first.len();
-        while batch.len() < WRITE_BATCH {
+        batch.push(first);
+        while batch.len < WRITE_BATCH {
             let next = match control.try_recv() {
                 Ok(f) => f,
                 Err(_) => match data.try_recv() {
@@ -262,10 +268,9 @@ async fn write_loop(
                     Err(_) => break,
                 },
             };
-            batch.extend_from_slice(&next);
-            taken += next.len();
+            batch.push(next);
         }
-        accounting.queued.fetch_sub(taken, Ordering::AcqRel);
+        accounting.queued.fetch_sub(batch.len, Ordering::AcqRel);
         accounting.progress.fetch_add(1, Ordering::AcqRel);
         capacity_freed.notify_waiters();
         let s = match &mut stream {
@@ -278,16 +283,53 @@ async fn write_loop(
                 }
             },
         };
-        if let Err(e) = s.write_all(&batch).await {
+        let mut chunks = batch.take();
+        if let Err(e) = s.write_all_chunks(&mut chunks).await {
             debug!("link: write failed: {e}");
             return;
         }
-        batch.clear();
     }
     if let Some(mut s) = stream
         && s.finish().is_ok()
     {
         let _ = tokio::time::timeout(FINISH_WAIT, s.stopped()).await;
+    }
+}
+
+/// Frames smaller than this are joined with their neighbors into one chunk.
+const SMALL_FRAME: usize = 512;
+
+/// One write's worth of frames.
+#[derive(Default)]
+struct Batch {
+    chunks: Vec<Bytes>,
+    small: BytesMut,
+    /// Bytes in the batch.
+    len: usize,
+}
+
+impl Batch {
+    fn push(&mut self, frame: Bytes) {
+        self.len += frame.len();
+        if frame.len() < SMALL_FRAME {
+            self.small.extend_from_slice(&frame);
+        } else {
+            self.flush_small();
+            self.chunks.push(frame);
+        }
+    }
+
+    fn flush_small(&mut self) {
+        if !self.small.is_empty() {
+            self.chunks.push(self.small.split().freeze());
+        }
+    }
+
+    /// The chunks to write, leaving the batch empty.
+    fn take(&mut self) -> Vec<Bytes> {
+        self.flush_small();
+        self.len = 0;
+        std::mem::take(&mut self.chunks)
     }
 }
 
@@ -362,42 +404,44 @@ impl Reader {
     }
 
     /// Reads frames from one stream and hands the messages to the node.
+    ///
+    /// The stream is read in chunks as they arrive (one lock of the connection per chunk, not
+    /// two per frame), and frames are cut out of the buffer. The buffer never holds more than
+    /// one frame of at most `max_frame` bytes plus one chunk: a frame's length is checked as
+    /// soon as its prefix is in.
     async fn read_stream(self, mut stream: quinn::RecvStream, limits: Arc<RateLimits>) {
         let peer = self.peer;
-        let mut prefix = [0u8; LEN_PREFIX];
+        let mut buf = BytesMut::new();
         loop {
-            match stream.read_exact(&mut prefix).await {
-                Ok(()) => {}
-                // The peer finished the stream between frames, or the connection ended: the
-                // connection's reader reports the end.
-                Err(_) => return,
+            loop {
+                let (message, used) =
+                    match wire::decode_frame::<Message<PeerId>>(&buf, self.max_frame) {
+                        Ok(Some(frame)) => frame,
+                        Ok(None) => break,
+                        Err(e) => return violation(&self.conn, peer, &e),
+                    };
+                buf.advance(used);
+                if let Err(reason) = limits.admit(&message) {
+                    warn!(peer = %peer.fmt_short(), "disconnecting a peer: {reason}");
+                    self.conn
+                        .close(close_code::LIMIT_EXCEEDED, reason.as_bytes());
+                    return;
+                }
+                trace!(peer = %peer.fmt_short(), "link: frame of {used} bytes");
+                if self
+                    .events
+                    .send(LinkEvent::Message { peer, message })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
             }
-            let len = match wire::frame_len(prefix, self.max_frame) {
-                Ok(len) => len,
-                Err(e) => return violation(&self.conn, peer, &e),
-            };
-            let mut body = vec![0u8; len];
-            if stream.read_exact(&mut body).await.is_err() {
-                return;
-            }
-            let message = match wire::decode_body::<Message<PeerId>>(&body) {
-                Ok(m) => m,
-                Err(e) => return violation(&self.conn, peer, &e),
-            };
-            if let Err(reason) = limits.admit(&message) {
-                warn!(peer = %peer.fmt_short(), "disconnecting a peer: {reason}");
-                self.conn
-                    .close(close_code::LIMIT_EXCEEDED, reason.as_bytes());
-                return;
-            }
-            trace!(peer = %peer.fmt_short(), "link: frame of {len} bytes");
-            if self
-                .events
-                .send(LinkEvent::Message { peer, message })
-                .await
-                .is_err()
-            {
-                return;
+            match stream.read_chunk(READ_CHUNK, true).await {
+                Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
+                // The peer finished the stream, or the connection ended: the connection's
+                // reader reports the end.
+                Ok(None) | Err(_) => return,
             }
         }
     }

@@ -8,7 +8,7 @@
 //! message only lazily waits a little, then grafts the announcing link back into the tree and
 //! fetches the message over it.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -16,7 +16,7 @@ use bytes::Bytes;
 use crate::cache::{HopCounts, SeenCache, Store};
 use crate::config::{BroadcastConfig, BroadcastMode};
 use crate::id::{MessageId, PeerIdentity};
-use crate::message::{Announcement, BroadcastMessage, Gossip, GossipKind, RecentId};
+use crate::message::{Announced, Announcement, BroadcastMessage, Gossip, GossipKind, RecentId};
 
 /// A leaving node re-sends its own messages younger than this to every neighbor: longer than
 /// a dead link takes to be noticed (3 s) plus a graft timeout.
@@ -118,7 +118,7 @@ pub struct BroadcastStats {
     pub gossip_sent: u64,
     /// Ids announced lazily.
     pub ihave_sent: u64,
-    /// Bytes of lazy announcements sent (ids, hop counts), as an estimate of their overhead.
+    /// Bytes of lazy announcements sent (ids, hop counts, grouped by origin as encoded).
     pub ihave_bytes: u64,
     /// Grafts sent.
     pub grafts_sent: u64,
@@ -199,7 +199,9 @@ pub(crate) struct Broadcast<PI> {
     /// Hop-limited messages passed on, with the fewest hops a copy of each arrived with.
     hop_counts: HopCounts<PI>,
     store: Store<PI>,
-    missing: BTreeMap<MessageId<PI>, Missing<PI>>,
+    /// Messages announced and not received yet. A hash map: every announced id is looked up
+    /// here, and nothing depends on its order.
+    missing: HashMap<MessageId<PI>, Missing<PI>>,
     /// Entries of `missing` grafted and not yet answered.
     grafts_in_flight: usize,
     graft_timers: BTreeSet<(Instant, MessageId<PI>)>,
@@ -236,7 +238,7 @@ impl<PI: PeerIdentity> Broadcast<PI> {
             config,
             eager: BTreeSet::new(),
             lazy: BTreeSet::new(),
-            missing: BTreeMap::new(),
+            missing: HashMap::new(),
             grafts_in_flight: 0,
             graft_timers: BTreeSet::new(),
             caught_up: BTreeSet::new(),
@@ -627,19 +629,16 @@ impl<PI: PeerIdentity> Broadcast<PI> {
     }
 
     /// Paper, "upon Receive(IHAVE)": note who has a message we lack and start a graft timer.
-    pub(crate) fn on_ihave(
-        &mut self,
-        from: PI,
-        announcements: Vec<Announcement<PI>>,
-        now: Instant,
-    ) {
-        tracing::trace!(from = ?from, count = announcements.len(), "ihave");
-        if announcements.len() > self.config.max_ihave_batch {
-            self.stats.announcements_dropped += announcements.len() as u64;
+    pub(crate) fn on_ihave(&mut self, from: PI, batch: Vec<Announced<PI>>, now: Instant) {
+        let count: usize = batch.iter().map(|group| group.messages.len()).sum();
+        tracing::trace!(from = ?from, count, "ihave");
+        // Groups count too: a batch of empty groups is as long as it looks.
+        if count.max(batch.len()) > self.config.max_ihave_batch {
+            self.stats.announcements_dropped += count as u64;
             return;
         }
         let wait = self.graft_wait(now);
-        for a in announcements {
+        for a in batch.iter().flat_map(Announced::iter) {
             if self.seen.contains(&a.id) {
                 continue;
             }
@@ -1059,13 +1058,12 @@ impl<PI: PeerIdentity> Broadcast<PI> {
     fn flush(&mut self, out: &mut Vec<BroadcastOut<PI>>) {
         for (peer, announcements) in std::mem::take(&mut self.lazy_queue) {
             for chunk in announcements.chunks(self.config.max_ihave_batch.max(1)) {
+                let batch = Announced::group(chunk);
                 self.stats.ihave_sent += chunk.len() as u64;
-                // An id is its origin (up to 32 bytes) and a varint sequence, plus a hop count.
-                self.stats.ihave_bytes += (chunk.len() * 44) as u64;
-                out.push(BroadcastOut::Send(
-                    peer,
-                    BroadcastMessage::IHave(chunk.to_vec()),
-                ));
+                // Sizing cannot fail for these types; an error would only leave the count low.
+                self.stats.ihave_bytes +=
+                    postcard::experimental::serialized_size(&batch).unwrap_or(0) as u64;
+                out.push(BroadcastOut::Send(peer, BroadcastMessage::IHave(batch)));
             }
         }
     }
@@ -1149,11 +1147,11 @@ mod tests {
             out,
             vec![BroadcastOut::Send(
                 3,
-                BroadcastMessage::IHave(vec![Announcement {
+                BroadcastMessage::IHave(Announced::group(&[Announcement {
                     id: MessageId { origin: 9, seq: 1 },
                     hops: 1,
                     catch_up: false
-                }])
+                }]))
             )]
         );
     }
@@ -1199,11 +1197,11 @@ mod tests {
         let id = MessageId { origin: 9, seq: 0 };
         b.on_ihave(
             3,
-            vec![Announcement {
+            Announced::group(&[Announcement {
                 id,
                 hops: 2,
                 catch_up: false,
-            }],
+            }]),
             now,
         );
         assert_eq!(b.poll_timeout(), Some(now + Duration::from_millis(300)));
@@ -1237,7 +1235,7 @@ mod tests {
                 catch_up: false,
             })
             .collect();
-        b.on_ihave(3, announcements, now);
+        b.on_ihave(3, Announced::group(&announcements), now);
         let grafts = |out: &mut Vec<BroadcastOut<u32>>| -> Vec<u64> {
             let ids = out
                 .iter()
@@ -1294,11 +1292,11 @@ mod tests {
         let id = MessageId { origin: 9, seq: 5 };
         b.on_ihave(
             3,
-            vec![Announcement {
+            Announced::group(&[Announcement {
                 id,
                 hops: 2,
                 catch_up: false,
-            }],
+            }]),
             t0,
         );
         // The eager parent is behind but moving: its copies of 1..=3 keep coming.
@@ -1326,11 +1324,11 @@ mod tests {
         let id = MessageId { origin: 9, seq: 0 };
         b.on_ihave(
             3,
-            vec![Announcement {
+            Announced::group(&[Announcement {
                 id,
                 hops: 2,
                 catch_up: false,
-            }],
+            }]),
             now,
         );
         b.on_gossip(2, gossip(9, 0, 3), now, &mut pass, &mut out);
@@ -1522,6 +1520,7 @@ mod tests {
         b.handle_timeout(now + Duration::from_millis(5), &mut out);
         let ids: Vec<u64> = match &out[..] {
             [BroadcastOut::Send(5, BroadcastMessage::IHave(a))] => {
+                let a: Vec<_> = a.iter().flat_map(Announced::iter).collect();
                 assert!(a.iter().all(|a| a.catch_up));
                 a.iter().map(|a| a.id.seq).collect()
             }
@@ -1534,15 +1533,24 @@ mod tests {
     fn oversized_announcement_batches_are_dropped() {
         let now = Instant::now();
         let mut b = tree(1, &[2]);
-        let batch = (0..300)
+        let batch: Vec<_> = (0..300)
             .map(|s| Announcement {
                 id: MessageId { origin: 9, seq: s },
                 hops: 1,
                 catch_up: false,
             })
             .collect();
-        b.on_ihave(2, batch, now);
+        b.on_ihave(2, Announced::group(&batch), now);
         assert_eq!(b.poll_timeout(), None);
         assert_eq!(b.stats().announcements_dropped, 300);
+        // Empty groups count as long as they make the batch.
+        let empty = (0..300)
+            .map(|origin| Announced {
+                origin,
+                messages: Vec::new(),
+            })
+            .collect();
+        b.on_ihave(2, empty, now);
+        assert_eq!(b.poll_timeout(), None);
     }
 }

@@ -1,9 +1,13 @@
 //! The bounded memories of a mesh: which message ids were seen, and recent payloads.
 //!
 //! Both are bounded in time and in size, and both expire strictly in arrival order (time only
-//! moves forward), so expiry is a pop from the front of a queue.
+//! moves forward), so expiry is a pop from the front of a queue. Lookups go through hash maps
+//! (std's, keyed at random per map, so a peer cannot choose ids that collide): every message
+//! and every announced id is looked up, and ordered maps of 40-byte ids spent their time
+//! comparing keys. Nothing iterates the maps, so the order of everything the core does stays
+//! reproducible.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::id::{MessageId, PeerIdentity};
@@ -12,7 +16,7 @@ use crate::message::Gossip;
 /// Message ids seen recently, in the order they were first seen.
 #[derive(Debug)]
 pub(crate) struct SeenCache<PI> {
-    map: BTreeSet<MessageId<PI>>,
+    map: HashSet<MessageId<PI>>,
     order: VecDeque<(Instant, MessageId<PI>)>,
     retention: Duration,
     capacity: usize,
@@ -21,7 +25,7 @@ pub(crate) struct SeenCache<PI> {
 impl<PI: PeerIdentity> SeenCache<PI> {
     pub(crate) fn new(retention: Duration, capacity: usize) -> Self {
         Self {
-            map: BTreeSet::new(),
+            map: HashSet::new(),
             order: VecDeque::new(),
             retention,
             capacity: capacity.max(1),
@@ -70,7 +74,7 @@ impl<PI: PeerIdentity> SeenCache<PI> {
 /// on arrival. Bounded like [`SeenCache`].
 #[derive(Debug)]
 pub(crate) struct HopCounts<PI> {
-    map: BTreeMap<MessageId<PI>, u16>,
+    map: HashMap<MessageId<PI>, u16>,
     order: VecDeque<(Instant, MessageId<PI>)>,
     retention: Duration,
     capacity: usize,
@@ -79,7 +83,7 @@ pub(crate) struct HopCounts<PI> {
 impl<PI: PeerIdentity> HopCounts<PI> {
     pub(crate) fn new(retention: Duration, capacity: usize) -> Self {
         Self {
-            map: BTreeMap::new(),
+            map: HashMap::new(),
             order: VecDeque::new(),
             retention,
             capacity: capacity.max(1),
@@ -128,7 +132,7 @@ impl<PI: PeerIdentity> HopCounts<PI> {
 /// Payloads of recent messages, kept to answer grafts and catch-up announcements.
 #[derive(Debug)]
 pub(crate) struct Store<PI> {
-    map: BTreeMap<MessageId<PI>, Gossip<PI>>,
+    map: HashMap<MessageId<PI>, Gossip<PI>>,
     order: VecDeque<(Instant, MessageId<PI>)>,
     bytes: usize,
     retention: Duration,
@@ -138,7 +142,7 @@ pub(crate) struct Store<PI> {
 impl<PI: PeerIdentity> Store<PI> {
     pub(crate) fn new(retention: Duration, max_bytes: usize) -> Self {
         Self {
-            map: BTreeMap::new(),
+            map: HashMap::new(),
             order: VecDeque::new(),
             bytes: 0,
             retention,

@@ -28,8 +28,8 @@ use crate::config::{BroadcastMode, Config};
 use crate::id::{MeshId, MessageId};
 use crate::mesh::BroadcastOptions;
 use crate::message::{
-    Announcement, BroadcastMessage, DisconnectReason, Gossip, GossipKind, MembershipMessage,
-    MeshMessage, Message, PeerData, PeerInfo, Priority, Probe, RecentId,
+    Announced, Announcement, BroadcastMessage, DisconnectReason, Gossip, GossipKind,
+    MembershipMessage, MeshMessage, Message, PeerData, PeerInfo, Priority, Probe, RecentId,
 };
 use crate::state::{InEvent, OutEvent, State};
 use crate::wire::{self, DEFAULT_MAX_FRAME, FrameError, LEN_PREFIX};
@@ -150,11 +150,26 @@ pub fn frame_seeds() -> Vec<Vec<u8>> {
             kind: GossipKind::App,
             payload: Bytes::from_static(b"\x04chat\x02hi\x00"),
         })),
-        MeshMessage::Broadcast(BroadcastMessage::IHave(vec![Announcement {
-            id,
-            hops: 1,
-            catch_up: true,
-        }])),
+        MeshMessage::Broadcast(BroadcastMessage::IHave(Announced::group(&[
+            Announcement {
+                id,
+                hops: 1,
+                catch_up: true,
+            },
+            Announcement {
+                id: MessageId { seq: 301, ..id },
+                hops: 2,
+                catch_up: false,
+            },
+            Announcement {
+                id: MessageId {
+                    origin: peer(4),
+                    seq: 7,
+                },
+                hops: 1,
+                catch_up: false,
+            },
+        ]))),
         MeshMessage::Broadcast(BroadcastMessage::Graft { id: Some(id) }),
         MeshMessage::Broadcast(BroadcastMessage::Prune),
         MeshMessage::Broadcast(BroadcastMessage::Parent { beacon: id }),
@@ -739,16 +754,17 @@ impl Harness {
                 },
                 payload: Bytes::from(payload.0),
             })),
-            Body::IHave(Few(announcements)) => MeshMessage::Broadcast(BroadcastMessage::IHave(
-                announcements
+            Body::IHave(Few(announcements)) => {
+                let announcements: Vec<_> = announcements
                     .into_iter()
                     .map(|(id, hops, catch_up)| Announcement {
                         id: self.id(id),
                         hops,
                         catch_up,
                     })
-                    .collect(),
-            )),
+                    .collect();
+                MeshMessage::Broadcast(BroadcastMessage::IHave(Announced::group(&announcements)))
+            }
             Body::Graft(id) => MeshMessage::Broadcast(BroadcastMessage::Graft {
                 id: id.map(|id| self.id(id)),
             }),
@@ -895,11 +911,16 @@ impl Harness {
             MeshMessage::Membership(M::Shuffle { nodes, .. } | M::ShuffleReply { nodes }) => {
                 assert!(nodes.len() <= shuffle, "node {me}: {body:?}");
             }
-            MeshMessage::Broadcast(BroadcastMessage::IHave(ids)) => assert!(
-                !ids.is_empty() && ids.len() <= self.config.broadcast.max_ihave_batch,
-                "node {me} announces {} ids at once",
-                ids.len()
-            ),
+            MeshMessage::Broadcast(BroadcastMessage::IHave(groups)) => {
+                let ids: usize = groups.iter().map(|g| g.messages.len()).sum();
+                assert!(
+                    ids > 0
+                        && ids <= self.config.broadcast.max_ihave_batch
+                        && groups.iter().all(|g| !g.messages.is_empty()),
+                    "node {me} announces {ids} ids at once in {} groups",
+                    groups.len()
+                );
+            }
             MeshMessage::Probe(p) | MeshMessage::ProbeReply(p) => {
                 assert!(p.recent.len() <= 8, "node {me}: {body:?}");
             }

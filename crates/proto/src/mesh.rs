@@ -625,7 +625,7 @@ mod tests {
 
     use super::*;
     use crate::config::{BroadcastConfig, MembershipConfig};
-    use crate::message::{Announcement, MembershipMessage, Priority};
+    use crate::message::{Announced, Announcement, MembershipMessage, Priority};
 
     #[test]
     fn a_message_published_offline_is_queued_and_goes_out_on_the_first_link() {
@@ -806,10 +806,10 @@ mod tests {
             out,
             vec![MeshOut::Send(
                 3,
-                broadcast(BroadcastMessage::IHave(vec![
+                broadcast(BroadcastMessage::IHave(Announced::group(&[
                     catch_up(a, 2),
                     catch_up(b, 1)
-                ]))
+                ])))
             )]
         );
     }
