@@ -1012,36 +1012,45 @@ impl<PI: PeerIdentity> Broadcast<PI> {
             || gossip.kind == GossipKind::Beacon;
         let mut next = gossip.clone();
         next.hops = gossip.hops.saturating_add(1);
-        let (eager, lazy): (Vec<PI>, Vec<PI>) = if flood {
-            (
-                self.eager.iter().chain(self.lazy.iter()).copied().collect(),
-                Vec::new(),
-            )
+        // Who gets the message in full, who only its id (no list is built: this runs for
+        // every message).
+        let both = [Some(&self.eager), Some(&self.lazy)];
+        let (push, announce) = if flood {
+            (both, [None, None])
         } else if lazy_only {
-            (
-                Vec::new(),
-                self.eager.iter().chain(self.lazy.iter()).copied().collect(),
-            )
+            ([None, None], both)
         } else {
-            (
-                self.eager.iter().copied().collect(),
-                self.lazy.iter().copied().collect(),
-            )
+            ([Some(&self.eager), None], [Some(&self.lazy), None])
         };
-        for peer in eager.into_iter().filter(|p| Some(*p) != except) {
+        for peer in push
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|p| Some(**p) != except)
+        {
             self.stats.gossip_sent += 1;
             out.push(BroadcastOut::Send(
-                peer,
+                *peer,
                 BroadcastMessage::Gossip(next.clone()),
             ));
         }
-        for peer in lazy.into_iter().filter(|p| Some(*p) != except) {
-            let a = Announcement {
-                id: gossip.id,
-                hops: gossip.hops,
-                catch_up: false,
-            };
-            self.queue_lazy(peer, vec![a], now);
+        let a = Announcement {
+            id: gossip.id,
+            hops: gossip.hops,
+            catch_up: false,
+        };
+        let mut queued = false;
+        for peer in announce
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|p| Some(**p) != except)
+        {
+            self.lazy_queue.entry(*peer).or_default().push(a.clone());
+            queued = true;
+        }
+        if queued && self.flush_at.is_none() {
+            self.flush_at = Some(now + self.config.ihave_delay);
         }
     }
 
