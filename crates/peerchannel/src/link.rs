@@ -459,3 +459,32 @@ pub(crate) fn encode(message: &Message<PeerId>, max_frame: usize) -> Result<Byte
     wire::encode_frame(message, max_frame, &mut buf)?;
     Ok(Bytes::from(buf))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_joins_small_frames_and_passes_large_ones_as_they_are() {
+        let mut batch = Batch::default();
+        let large = Bytes::from(vec![7u8; SMALL_FRAME]);
+        batch.push(Bytes::from_static(b"ab"));
+        batch.push(Bytes::from_static(b"cd"));
+        batch.push(large.clone());
+        batch.push(Bytes::from_static(b"e"));
+        assert_eq!(batch.len, 5 + SMALL_FRAME);
+        let chunks = batch.take();
+        assert_eq!(
+            chunks,
+            vec![
+                Bytes::from_static(b"abcd"),
+                large.clone(),
+                Bytes::from_static(b"e")
+            ]
+        );
+        // The large frame went in without a copy.
+        assert_eq!(chunks[1].as_ptr(), large.as_ptr());
+        assert_eq!(batch.len, 0);
+        assert!(batch.take().is_empty(), "taking leaves the batch empty");
+    }
+}

@@ -163,6 +163,42 @@ mod tests {
     }
 
     #[test]
+    fn announcements_share_their_origin_on_the_wire() {
+        // 32-byte origins, as the runtime's peer ids are.
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        let announce = |origin, seq| Announcement {
+            id: MessageId { origin, seq },
+            hops: 3,
+            catch_up: seq % 2 == 0,
+        };
+        // Interleaved origins stay in order: a run per origin.
+        let list: Vec<_> = (0..100u64)
+            .map(|seq| announce(if seq < 40 || seq >= 90 { a } else { b }, 70_000 + seq))
+            .collect();
+        let batch = Announced::group(&list);
+        assert_eq!(
+            batch.iter().map(|g| g.origin).collect::<Vec<_>>(),
+            vec![a, b, a]
+        );
+        let message = Message {
+            mesh: MeshId::new("soccerpals").unwrap(),
+            body: MeshMessage::Broadcast(BroadcastMessage::IHave(batch)),
+        };
+        let mut buf = Vec::new();
+        encode_frame(&message, DEFAULT_MAX_FRAME, &mut buf).unwrap();
+        // Origins once per run, then 3 bytes of sequence number, 1 of hops, 1 of flag per id.
+        assert!(buf.len() < 3 * 34 + 100 * 5 + 20, "{} bytes", buf.len());
+        let (back, _) = decode_frame::<Message<[u8; 32]>>(&buf, DEFAULT_MAX_FRAME)
+            .unwrap()
+            .unwrap();
+        let MeshMessage::Broadcast(BroadcastMessage::IHave(groups)) = back.body else {
+            panic!("not an announcement: {back:?}");
+        };
+        let again: Vec<_> = groups.iter().flat_map(Announced::iter).collect();
+        assert_eq!(again, list);
+    }
+
+    #[test]
     fn partial_frames_ask_for_more() {
         let mut buf = Vec::new();
         encode_frame(&gossip(10), 1024, &mut buf).unwrap();
