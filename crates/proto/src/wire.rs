@@ -173,7 +173,7 @@ mod tests {
         };
         // Interleaved origins stay in order: a run per origin.
         let list: Vec<_> = (0..100u64)
-            .map(|seq| announce(if seq < 40 || seq >= 90 { a } else { b }, 70_000 + seq))
+            .map(|seq| announce(if (40..90).contains(&seq) { b } else { a }, 70_000 + seq))
             .collect();
         let batch = Announced::group(&list);
         assert_eq!(
