@@ -1099,6 +1099,15 @@ mod tests {
         b
     }
 
+    /// A lazy push of one message, as a neighbor sends it.
+    fn ihave(id: MessageId<u32>, hops: u16) -> Vec<Announced<u32>> {
+        Announced::group(&[Announcement {
+            id,
+            hops,
+            catch_up: false,
+        }])
+    }
+
     fn gossip(origin: u32, seq: u64, hops: u16) -> Gossip<u32> {
         Gossip {
             id: MessageId { origin, seq },
@@ -1204,15 +1213,7 @@ mod tests {
         let mut out = Vec::new();
         b.on_prune(3);
         let id = MessageId { origin: 9, seq: 0 };
-        b.on_ihave(
-            3,
-            Announced::group(&[Announcement {
-                id,
-                hops: 2,
-                catch_up: false,
-            }]),
-            now,
-        );
+        b.on_ihave(3, ihave(id, 2), now);
         assert_eq!(b.poll_timeout(), Some(now + Duration::from_millis(300)));
         b.handle_timeout(now + Duration::from_millis(299), &mut out);
         assert!(out.is_empty());
@@ -1299,15 +1300,7 @@ mod tests {
         let mut out = Vec::new();
         b.on_prune(3);
         let id = MessageId { origin: 9, seq: 5 };
-        b.on_ihave(
-            3,
-            Announced::group(&[Announcement {
-                id,
-                hops: 2,
-                catch_up: false,
-            }]),
-            t0,
-        );
+        b.on_ihave(3, ihave(id, 2), t0);
         // The eager parent is behind but moving: its copies of 1..=3 keep coming.
         for (seq, at) in [(1, 100), (2, 250), (3, 290)] {
             b.on_gossip(2, gossip(9, seq, 1), t0 + ms(at), &mut pass, &mut out);
@@ -1331,15 +1324,7 @@ mod tests {
         let mut out = Vec::new();
         b.on_prune(3);
         let id = MessageId { origin: 9, seq: 0 };
-        b.on_ihave(
-            3,
-            Announced::group(&[Announcement {
-                id,
-                hops: 2,
-                catch_up: false,
-            }]),
-            now,
-        );
+        b.on_ihave(3, ihave(id, 2), now);
         b.on_gossip(2, gossip(9, 0, 3), now, &mut pass, &mut out);
         out.clear();
         b.handle_timeout(now + Duration::from_secs(1), &mut out);
