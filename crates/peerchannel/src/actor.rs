@@ -20,7 +20,7 @@ use peerchannel_proto::{
 use rand::SeedableRng;
 use rand_chacha::ChaCha12Rng;
 use ring::rand::SecureRandom;
-use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::envelope::{Envelope, EnvelopeRef};
@@ -187,7 +187,6 @@ pub(crate) fn spawn(setup: Setup) {
         book: HashMap::new(),
         meshes: BTreeMap::new(),
         next_conn: 0,
-        capacity_freed: Arc::new(Notify::new()),
         handshakes: Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES)),
         deferred: VecDeque::new(),
         answering: None,
@@ -255,11 +254,11 @@ struct Actor {
     book: HashMap<PeerId, Vec<SocketAddr>>,
     meshes: BTreeMap<MeshId, MeshRuntime>,
     next_conn: u64,
-    capacity_freed: Arc<Notify>,
     handshakes: Arc<Semaphore>,
     /// Inputs for the core that arose while carrying out its outputs.
     deferred: VecDeque<InEvent<PeerId>>,
-    /// The peer whose graft request is being answered, while its outputs are carried out.
+    /// The peer whose graft request is being answered, while its outputs are carried out
+    /// (set and cleared by [`Actor::on_link_event`]).
     answering: Option<PeerId>,
     /// The frame of the last message pushed (see [`Actor::encode`]).
     last_gossip: Option<(MeshId, MessageId<PeerId>, u16, Bytes)>,
@@ -308,14 +307,12 @@ impl Actor {
                     }
                 },
                 Some(event) = links.recv() => {
-                    self.on_link_event(event);
+                    self.on_link_event(event).await;
                     // Take what else has arrived in one go, rather than a round of this loop
                     // (timer, select over every source) per frame.
                     for _ in 0..LINK_BATCH {
-                        self.drain().await;
-                        self.answering = None;
                         let Ok(event) = links.try_recv() else { break };
-                        self.on_link_event(event);
+                        self.on_link_event(event).await;
                     }
                 }
                 Some(event) = internal.recv() => self.on_internal(event),
@@ -329,16 +326,13 @@ impl Actor {
                     // waiting in its own queue.
                     for _ in 0..TIMER_CATCH_UP {
                         let Ok(event) = links.try_recv() else { break };
-                        self.on_link_event(event);
-                        self.drain().await;
-                        self.answering = None;
+                        self.on_link_event(event).await;
                     }
                     self.state.handle_timeout(Instant::now());
                 }
                 _ = sweep.tick() => self.sweep(),
             }
             self.drain().await;
-            self.answering = None;
         }
     }
 
@@ -612,7 +606,6 @@ impl Actor {
             outgoing,
             self.links_tx.clone(),
             self.max_frame,
-            self.capacity_freed.clone(),
             self.config.limits,
         );
         debug!(peer = %peer.fmt_short(), outgoing, "link up");
@@ -654,19 +647,17 @@ impl Actor {
         self.admission_link_ready(peer);
     }
 
-    fn on_link_event(&mut self, event: LinkEvent) {
+    /// Hands a link event to the core and carries out what it asks.
+    async fn on_link_event(&mut self, event: LinkEvent) {
         match event {
             LinkEvent::Message { peer, message } => {
                 if !self.gate_incoming(peer, &message) {
                     return;
                 }
-                // What this message makes the core send back to its sender answers a graft:
-                // best effort (see `send_frame`).
-                self.answering = matches!(
+                let graft = matches!(
                     message.body,
                     MeshMessage::Broadcast(BroadcastMessage::Graft { .. })
-                )
-                .then_some(peer);
+                );
                 self.state.handle(
                     InEvent::Message {
                         from: peer,
@@ -674,6 +665,11 @@ impl Actor {
                     },
                     Instant::now(),
                 );
+                // What a graft makes the core send back to its sender answers it: best effort
+                // (see `send_frame`).
+                self.answering = graft.then_some(peer);
+                self.drain().await;
+                self.answering = None;
             }
             LinkEvent::Closed {
                 peer,
@@ -689,6 +685,7 @@ impl Actor {
                     self.peers.remove(&peer);
                     self.state
                         .handle(InEvent::PeerDisconnected { peer }, Instant::now());
+                    self.drain().await;
                 }
             }
         }
@@ -993,32 +990,17 @@ impl Actor {
                 // too long.
                 let started = Instant::now();
                 let mut moved = link.progress();
-                let mut frame = frame;
                 let sent = loop {
-                    let room = tokio::time::timeout(SLOW_WAIT, link.wait_for_room())
-                        .await
-                        .is_ok();
-                    if room {
-                        match link.try_send_data(frame) {
-                            Ok(()) => break true,
-                            Err(Refused::Full(back)) => {
-                                // Room for a frame but not for its bytes (large messages):
-                                // give the writer a moment.
-                                frame = back;
-                                tokio::time::sleep(Duration::from_millis(1)).await;
-                            }
-                            Err(Refused::Overloaded) => break false,
-                        }
-                    } else {
-                        let now_moved = link.progress();
-                        if now_moved == moved {
-                            break false;
-                        }
-                        moved = now_moved;
+                    let room = link.wait_for_room(frame.len());
+                    if tokio::time::timeout(SLOW_WAIT, room).await.is_ok() {
+                        // Only a closed link refuses now.
+                        break link.try_send_data(frame).is_ok();
                     }
-                    if started.elapsed() >= BACKPRESSURE_LIMIT {
+                    let now_moved = link.progress();
+                    if now_moved == moved || started.elapsed() >= BACKPRESSURE_LIMIT {
                         break false;
                     }
+                    moved = now_moved;
                 };
                 if !sent {
                     debug!(peer = %to.fmt_short(), "neighbor stuck: routing around it");

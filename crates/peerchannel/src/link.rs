@@ -98,10 +98,8 @@ pub(crate) struct Link {
     control: mpsc::UnboundedSender<Bytes>,
     data: mpsc::Sender<Bytes>,
     writer: tokio::task::JoinHandle<()>,
-    /// Bytes queued in both lanes, not yet taken by the writer.
-    queued: Arc<AtomicUsize>,
-    /// Batches the writer has taken so far: whether the link is moving at all.
-    progress: Arc<AtomicUsize>,
+    /// What the writer reports back.
+    accounting: Arc<Accounting>,
     max_queued: usize,
 }
 
@@ -116,7 +114,6 @@ pub(crate) enum Refused {
 
 impl Link {
     /// Starts the reader and writer tasks of an established, authenticated connection.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn spawn(
         id: u64,
         peer: PeerId,
@@ -124,22 +121,16 @@ impl Link {
         outgoing: bool,
         events: mpsc::Sender<LinkEvent>,
         max_frame: usize,
-        capacity_freed: Arc<Notify>,
         limits: Limits,
     ) -> Self {
         let (control_tx, control_rx) = mpsc::unbounded_channel();
         let (data_tx, data_rx) = mpsc::channel(DATA_QUEUE_FRAMES);
-        let queued = Arc::new(AtomicUsize::new(0));
-        let progress = Arc::new(AtomicUsize::new(0));
+        let accounting = Arc::new(Accounting::default());
         let writer = tokio::spawn(write_loop(
             conn.clone(),
             control_rx,
             data_rx,
-            capacity_freed,
-            Accounting {
-                queued: queued.clone(),
-                progress: progress.clone(),
-            },
+            accounting.clone(),
         ));
         let reader = Reader {
             peer,
@@ -156,8 +147,7 @@ impl Link {
             control: control_tx,
             data: data_tx,
             writer,
-            queued,
-            progress,
+            accounting,
             max_queued: limits.queued_bytes,
         }
     }
@@ -180,13 +170,14 @@ impl Link {
     /// them pile up past the queue limit is refused (and should be disconnected).
     pub(crate) fn send_control(&self, frame: Bytes) -> Result<(), Refused> {
         let len = frame.len();
-        if self.queued.fetch_add(len, Ordering::AcqRel) + len > self.max_queued {
-            self.queued.fetch_sub(len, Ordering::AcqRel);
+        let queued = &self.accounting.queued;
+        if queued.fetch_add(len, Ordering::AcqRel) + len > self.max_queued {
+            queued.fetch_sub(len, Ordering::AcqRel);
             return Err(Refused::Overloaded);
         }
         if self.control.send(frame).is_err() {
             // The writer has stopped: the connection is gone and the reader reports it.
-            self.queued.fetch_sub(len, Ordering::AcqRel);
+            queued.fetch_sub(len, Ordering::AcqRel);
         }
         Ok(())
     }
@@ -194,12 +185,13 @@ impl Link {
     /// Queues a data frame if there is room; gives it back if the lane is full.
     pub(crate) fn try_send_data(&self, frame: Bytes) -> Result<(), Refused> {
         let len = frame.len();
-        if self.queued.load(Ordering::Acquire) + len > self.max_queued {
+        if !self.has_room(len) {
             return Err(Refused::Full(frame));
         }
-        self.queued.fetch_add(len, Ordering::AcqRel);
+        let queued = &self.accounting.queued;
+        queued.fetch_add(len, Ordering::AcqRel);
         self.data.try_send(frame).map_err(|e| {
-            self.queued.fetch_sub(len, Ordering::AcqRel);
+            queued.fetch_sub(len, Ordering::AcqRel);
             match e {
                 mpsc::error::TrySendError::Full(f) | mpsc::error::TrySendError::Closed(f) => {
                     Refused::Full(f)
@@ -208,17 +200,32 @@ impl Link {
         })
     }
 
-    /// Waits until the data lane has room for a frame. The node's task is the only one that
-    /// queues data frames on a link, so the room is still there when it then sends.
-    pub(crate) async fn wait_for_room(&self) {
-        if let Ok(permit) = self.data.reserve().await {
-            drop(permit);
+    /// Whether the data lane takes a frame of `len` bytes now: a free place, and the bytes
+    /// within the limit.
+    fn has_room(&self, len: usize) -> bool {
+        self.data.capacity() > 0
+            && self.accounting.queued.load(Ordering::Acquire) + len <= self.max_queued
+    }
+
+    /// Waits until the data lane takes a frame of `len` bytes (see [`Link::has_room`]), woken
+    /// by the writer each time it takes frames off the queues. The node's task is the only one
+    /// that queues data frames on a link, so the room is still there when it then sends.
+    pub(crate) async fn wait_for_room(&self, len: usize) {
+        loop {
+            let freed = self.accounting.freed.notified();
+            tokio::pin!(freed);
+            // Registered before looking, so a batch taken in between still wakes us.
+            freed.as_mut().enable();
+            if self.has_room(len) {
+                return;
+            }
+            freed.await;
         }
     }
 
     /// A counter that moves whenever the writer takes frames off the queues.
     pub(crate) fn progress(&self) -> usize {
-        self.progress.load(Ordering::Acquire)
+        self.accounting.progress.load(Ordering::Acquire)
     }
 
     /// Frames the data lane can take now.
@@ -232,10 +239,15 @@ impl Link {
     }
 }
 
-/// What the writer reports back: bytes still queued, and that it is moving.
+/// What the writer reports back to the node's task.
+#[derive(Debug, Default)]
 struct Accounting {
-    queued: Arc<AtomicUsize>,
-    progress: Arc<AtomicUsize>,
+    /// Bytes queued in both lanes, not yet taken by the writer.
+    queued: AtomicUsize,
+    /// Batches the writer has taken so far: whether the link is moving at all.
+    progress: AtomicUsize,
+    /// Notified each time the writer takes frames: room may have come free.
+    freed: Notify,
 }
 
 /// Writes queued frames, control first, batched into large writes on one uni stream.
@@ -247,8 +259,7 @@ async fn write_loop(
     conn: quinn::Connection,
     mut control: mpsc::UnboundedReceiver<Bytes>,
     mut data: mpsc::Receiver<Bytes>,
-    capacity_freed: Arc<Notify>,
-    accounting: Accounting,
+    accounting: Arc<Accounting>,
 ) {
     let mut stream: Option<quinn::SendStream> = None;
     let mut batch = Batch::default();
@@ -272,7 +283,7 @@ async fn write_loop(
         }
         accounting.queued.fetch_sub(batch.len, Ordering::AcqRel);
         accounting.progress.fetch_add(1, Ordering::AcqRel);
-        capacity_freed.notify_waiters();
+        accounting.freed.notify_waiters();
         let s = match &mut stream {
             Some(s) => s,
             None => match conn.open_uni().await {

@@ -16,16 +16,11 @@ async fn garbage_datagrams_leave_the_node_working() {
     neighbors_at_least(&ma, 1).await;
 
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-    for len in [0usize, 1, 7, 20, 64, 1200, 1500, 65_000] {
-        let junk: Vec<u8> = (0..len)
-            .map(|_| {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                seed as u8
-            })
-            .collect();
+    for (i, len) in [0usize, 1, 7, 20, 64, 1200, 1500, 65_000]
+        .into_iter()
+        .enumerate()
+    {
+        let junk = pseudo_random(len, 0x2545_f491_4f6c_dd1d + i as u64);
         for _ in 0..20 {
             let _ = socket.send_to(&junk, a.local_addr()).await;
         }

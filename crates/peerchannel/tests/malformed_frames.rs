@@ -1,17 +1,16 @@
-//! Hostile frames on an authenticated link, and junk at the UDP port: three nodes share a mesh
-//! while a fourth, with an identity of its own, completes a real TLS/QUIC handshake with one of
-//! them and writes garbage, truncated frames, oversized length prefixes, frames for a mesh
-//! that does not exist and frames claiming huge counts. The node closes each link that broke
-//! the protocol (or ignores what is harmless), stays up, and the three keep delivering.
+//! Hostile frames on an authenticated link: three nodes share a mesh while a fourth, with an
+//! identity of its own, completes a real TLS/QUIC handshake with one of them and writes
+//! garbage, truncated frames, oversized length prefixes, frames for a mesh that does not exist
+//! and frames claiming huge counts. The node closes each link that broke the protocol (or
+//! ignores what is harmless), stays up, and the three keep delivering. (Junk at the UDP port,
+//! before any handshake: `garbage.rs`.)
 
 mod common;
 
-use std::net::SocketAddr;
-
+use common::security::RawPeer;
 use common::*;
 use peerchannel::node::DEFAULT_MAX_MESSAGE_SIZE;
-use peerchannel::tls::{self, ExpectedPeer, LinkConfig};
-use peerchannel::{Identity, MeshOptions, Node, PeerId, RawChannel};
+use peerchannel::{MeshOptions, PeerId, RawChannel};
 use peerchannel_proto::wire::{self, DEFAULT_MAX_FRAME, WIRE_VERSION};
 use peerchannel_proto::{DisconnectReason, MembershipMessage, MeshId, MeshMessage, Message};
 
@@ -99,29 +98,27 @@ async fn hostile_frames_close_only_the_attackers_link() {
         ("an unknown message kind", frame(&mesh_body(&[9, 0]))),
     ];
     for (what, bytes) in violations {
-        let attacker = Attacker::connect(&a).await;
-        attacker.write(&bytes, true).await;
-        attacker.closed_for_violation(what).await;
+        let attacker = RawPeer::connect(&a).await;
+        attacker.write_stream(&bytes, true).await;
+        attacker.closed_with(PROTOCOL_VIOLATION, what).await;
         chans.still_delivering(what).await;
     }
 
     // A frame cut short by the end of its stream is dropped; the link stays and is answered:
     // a well-formed request for a mesh the node is not in gets "not a member".
-    let attacker = Attacker::connect(&a).await;
+    let mut attacker = RawPeer::connect(&a).await;
     let mut cut = encode(&join("nosuchmesh"));
     cut.truncate(cut.len() - 3);
-    attacker.write(&cut, true).await;
+    attacker.write_stream(&cut, true).await;
     // Half a length prefix, then the stream ends.
-    attacker.write(&[5, 0], true).await;
+    attacker.write_stream(&[5, 0], true).await;
     // Streams left open in the middle of a frame hold nothing but their own task.
     let mut open = Vec::new();
     for _ in 0..20 {
-        let mut s = attacker.conn.open_uni().await.unwrap();
-        s.write_all(&[200, 0, 0, 0, WIRE_VERSION]).await.unwrap();
-        open.push(s);
+        open.push(attacker.open_stream(&[200, 0, 0, 0, WIRE_VERSION]).await);
     }
-    attacker.write(&encode(&join("nosuchmesh")), true).await;
-    let answer = attacker.read_message().await;
+    attacker.send(join("nosuchmesh")).await;
+    let answer = attacker.next("the node's answer", Some).await;
     assert_eq!(
         answer,
         Message {
@@ -135,24 +132,11 @@ async fn hostile_frames_close_only_the_attackers_link() {
         .still_delivering("truncated frames and streams left open")
         .await;
     // Then garbage on the same link still closes it.
-    attacker.write(&pseudo_random(100, 7), true).await;
+    attacker.write_stream(&pseudo_random(100, 7), true).await;
     attacker
-        .closed_for_violation("garbage after valid frames")
+        .closed_with(PROTOCOL_VIOLATION, "garbage after valid frames")
         .await;
     drop(open);
-
-    // Raw junk at the node's UDP port, some of it shaped like QUIC packets.
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    for (i, len) in [1usize, 20, 1200, 1500, 65_000].into_iter().enumerate() {
-        let mut junk = pseudo_random(len, i as u64 + 1);
-        if len >= 1200 {
-            junk[..6].copy_from_slice(&[0xc3, 0, 0, 0, 1, 8]); // a long header, Initial
-        }
-        for _ in 0..10 {
-            let _ = socket.send_to(&junk, a.local_addr()).await;
-        }
-    }
-    chans.still_delivering("junk datagrams").await;
 
     let neighbors = ma.neighbors().await.unwrap();
     assert!(
@@ -194,73 +178,6 @@ impl Chans {
     }
 }
 
-/// A peer with an identity of its own, linked to the node over real TLS/QUIC.
-struct Attacker {
-    _endpoint: quinn::Endpoint,
-    conn: quinn::Connection,
-}
-
-impl Attacker {
-    async fn connect(target: &Node) -> Self {
-        let identity = Identity::generate().unwrap();
-        let client = tls::client_config(&identity, &LinkConfig::default()).unwrap();
-        let mut endpoint = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
-        endpoint.set_default_client_config(client);
-        let name = ExpectedPeer::Id(target.peer_id()).server_name();
-        let connecting = endpoint.connect(target.local_addr(), &name).unwrap();
-        let conn = within("the attacker's handshake", connecting)
-            .await
-            .expect("the handshake completes");
-        assert_eq!(tls::peer_id(&conn).unwrap(), target.peer_id());
-        Self {
-            _endpoint: endpoint,
-            conn,
-        }
-    }
-
-    /// Writes `bytes` on a new uni stream, finishing it if asked.
-    async fn write(&self, bytes: &[u8], finish: bool) {
-        let mut stream = self.conn.open_uni().await.unwrap();
-        // The node may close the link before everything is written: that is the point.
-        if stream.write_all(bytes).await.is_ok() && finish {
-            let _ = stream.finish();
-        }
-    }
-
-    /// Waits until the node closes the link as a protocol violation.
-    async fn closed_for_violation(&self, what: &str) {
-        let reason = within(
-            &format!("the link to close after {what}"),
-            self.conn.closed(),
-        )
-        .await;
-        match reason {
-            quinn::ConnectionError::ApplicationClosed(close) => {
-                assert_eq!(
-                    close.error_code,
-                    quinn::VarInt::from_u32(PROTOCOL_VIOLATION),
-                    "{what}: {close:?}"
-                );
-            }
-            other => panic!("{what}: the link ended otherwise: {other}"),
-        }
-    }
-
-    /// Reads the node's first message on its own stream.
-    async fn read_message(&self) -> Message<PeerId> {
-        within("the node's answer", async {
-            let mut stream = self.conn.accept_uni().await.unwrap();
-            let mut prefix = [0u8; 4];
-            stream.read_exact(&mut prefix).await.unwrap();
-            let len = wire::frame_len(prefix, DEFAULT_MAX_FRAME).unwrap();
-            let mut body = vec![0; len];
-            stream.read_exact(&mut body).await.unwrap();
-            wire::decode_body(&body).unwrap()
-        })
-        .await
-    }
-}
-
 fn join(mesh: &str) -> Message<PeerId> {
     Message {
         mesh: MeshId::new(mesh).unwrap(),
@@ -287,15 +204,4 @@ fn frame(body: &[u8]) -> Vec<u8> {
     let mut f = (body.len() as u32).to_le_bytes().to_vec();
     f.extend_from_slice(body);
     f
-}
-
-fn pseudo_random(len: usize, mut seed: u64) -> Vec<u8> {
-    (0..len)
-        .map(|_| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed as u8
-        })
-        .collect()
 }

@@ -1012,20 +1012,19 @@ impl<PI: PeerIdentity> Broadcast<PI> {
             || gossip.kind == GossipKind::Beacon;
         let mut next = gossip.clone();
         next.hops = gossip.hops.saturating_add(1);
-        // Who gets the message in full, who only its id (no list is built: this runs for
-        // every message).
-        let both = [Some(&self.eager), Some(&self.lazy)];
-        let (push, announce) = if flood {
-            (both, [None, None])
+        // Who gets the message in full, who only its id (no list of peers is built: this runs
+        // for every message).
+        let both = [&self.eager, &self.lazy];
+        let (push, announce): (&[_], &[_]) = if flood {
+            (&both, &[])
         } else if lazy_only {
-            ([None, None], both)
+            (&[], &both)
         } else {
-            ([Some(&self.eager), None], [Some(&self.lazy), None])
+            (&both[..1], &both[1..])
         };
         for peer in push
-            .into_iter()
-            .flatten()
-            .flatten()
+            .iter()
+            .flat_map(|set| set.iter())
             .filter(|p| Some(**p) != except)
         {
             self.stats.gossip_sent += 1;
@@ -1039,19 +1038,14 @@ impl<PI: PeerIdentity> Broadcast<PI> {
             hops: gossip.hops,
             catch_up: false,
         };
-        let mut queued = false;
         for peer in announce
-            .into_iter()
-            .flatten()
-            .flatten()
+            .iter()
+            .flat_map(|set| set.iter())
             .filter(|p| Some(**p) != except)
         {
             self.lazy_queue.entry(*peer).or_default().push(a.clone());
-            queued = true;
         }
-        if queued && self.flush_at.is_none() {
-            self.flush_at = Some(now + self.config.ihave_delay);
-        }
+        self.schedule_flush(now);
     }
 
     fn queue_lazy(&mut self, peer: PI, announcements: Vec<Announcement<PI>>, now: Instant) {
@@ -1059,7 +1053,12 @@ impl<PI: PeerIdentity> Broadcast<PI> {
             .entry(peer)
             .or_default()
             .extend(announcements);
-        if self.flush_at.is_none() {
+        self.schedule_flush(now);
+    }
+
+    /// Announcements wait `ihave_delay` to be batched, counted from the first one queued.
+    fn schedule_flush(&mut self, now: Instant) {
+        if self.flush_at.is_none() && !self.lazy_queue.is_empty() {
             self.flush_at = Some(now + self.config.ihave_delay);
         }
     }

@@ -357,9 +357,15 @@ impl<PI: PeerIdentity> Membership<PI> {
         self.repair(now, rng, out);
         // Addresses learnt of peers that never joined a view (a partition probe's target, a
         // peer that probed us) are forgotten now and then, so they cannot pile up.
-        let (active, passive, pending) = (&self.active, &self.passive, &self.pending);
-        self.data
-            .retain(|p, _| active.contains(p) || passive.contains(p) || pending.contains_key(p));
+        let strangers: Vec<PI> = self
+            .data
+            .keys()
+            .filter(|p| !self.has_place(p))
+            .copied()
+            .collect();
+        for peer in strangers {
+            self.data.remove(&peer);
+        }
     }
 
     // --- message handlers -------------------------------------------------------------------
@@ -876,11 +882,14 @@ impl<PI: PeerIdentity> Membership<PI> {
         self.drop_data_if_unknown(peer);
     }
 
+    /// Whether a peer is in a view or has a request pending: only such peers' addressing
+    /// data is kept.
+    fn has_place(&self, peer: &PI) -> bool {
+        self.active.contains(peer) || self.passive.contains(peer) || self.pending.contains_key(peer)
+    }
+
     fn drop_data_if_unknown(&mut self, peer: PI) {
-        if !self.active.contains(&peer)
-            && !self.passive.contains(&peer)
-            && !self.pending.contains_key(&peer)
-        {
+        if !self.has_place(&peer) {
             self.data.remove(&peer);
         }
     }

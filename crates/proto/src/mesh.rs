@@ -18,7 +18,7 @@ use crate::message::{
 };
 
 /// How many contacts a partition probe asks for.
-const PROBE_CONTACTS: usize = 3;
+pub(crate) const PROBE_CONTACTS: usize = 3;
 
 /// After a disruption, a node floods a beacon after a random delay in this range, unless one
 /// arrives first. Wide enough that, when hundreds of nodes are disrupted at once, only a few

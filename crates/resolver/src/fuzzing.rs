@@ -46,7 +46,7 @@ pub fn requests(data: &[u8]) {
 
 /// What the fuzzer chooses.
 #[derive(Arbitrary, Debug)]
-pub struct Session {
+struct Session {
     /// Small limits (registrations, addresses, body size, request rate) that a short session
     /// can hit.
     tight: bool,
@@ -56,7 +56,7 @@ pub struct Session {
 
 /// One request.
 #[derive(Arbitrary, Debug)]
-pub struct Req {
+struct Req {
     source: u8,
     method: u8,
     target: Target,
@@ -66,8 +66,7 @@ pub struct Req {
 
 /// Where a request goes.
 #[derive(Arbitrary, Debug)]
-#[allow(missing_docs)]
-pub enum Target {
+enum Target {
     Register(MeshChoice),
     Update(MeshChoice, IdChoice),
     Refresh(MeshChoice, IdChoice),
@@ -80,24 +79,21 @@ pub enum Target {
 
 /// A mesh id in a path: a few valid ones (in several spellings), or any text.
 #[derive(Arbitrary, Debug)]
-#[allow(missing_docs)]
-pub enum MeshChoice {
+enum MeshChoice {
     Known(u8),
     Raw(String),
 }
 
 /// A registration id in a path: one the service issued, or a guess.
 #[derive(Arbitrary, Debug)]
-#[allow(missing_docs)]
-pub enum IdChoice {
+enum IdChoice {
     Issued(u8),
     Guess(String),
 }
 
 /// A request body.
 #[derive(Arbitrary, Debug)]
-#[allow(missing_docs)]
-pub enum BodyChoice {
+enum BodyChoice {
     Empty,
     Raw(Vec<u8>),
     Register {
@@ -118,8 +114,7 @@ pub enum BodyChoice {
 
 /// An address in a body.
 #[derive(Arbitrary, Debug)]
-#[allow(missing_docs)]
-pub enum Addr {
+enum Addr {
     V4([u8; 4], u16),
     V6(u128, u16),
     Raw(String),
@@ -135,11 +130,12 @@ const SOURCES: [IpAddr; 5] = [
     IpAddr::V6(Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0x7f00, 1)),
 ];
 
-/// A registration the service issued: the mesh it is in (normalised) and its id.
+/// A registration the service issued: the mesh it is in (normalised), its id and the peer.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Issued {
     mesh: String,
     id: String,
+    peer: peerchannel::PeerId,
 }
 
 async fn run(session: Session) {
@@ -163,7 +159,6 @@ async fn run(session: Session) {
     let mut app = router(shared.clone());
     let mut issued: Vec<Issued> = Vec::new();
     let mut deleted: BTreeSet<Issued> = BTreeSet::new();
-    let mut registered: Vec<(Issued, peerchannel::PeerId)> = Vec::new();
     for req in session.requests {
         let Some((request, expect)) = build(req, &issued) else {
             continue;
@@ -210,18 +205,14 @@ async fn run(session: Session) {
                 let mesh = mesh.expect("a valid mesh id was registered in");
                 let peer = peer.expect("an accepted registration parses");
                 // A new registration of the same peer in the same mesh replaces the old one.
-                for (old, _) in registered
-                    .iter()
-                    .filter(|(i, p)| i.mesh == mesh && *p == peer)
-                {
+                for old in issued.iter().filter(|i| i.mesh == mesh && i.peer == peer) {
                     deleted.insert(old.clone());
                 }
-                let new = Issued {
+                issued.push(Issued {
                     mesh,
                     id: answer.registration_id,
-                };
-                registered.push((new.clone(), peer));
-                issued.push(new);
+                    peer,
+                });
             }
             Expect::UseId { issued: id, method } if status.is_success() => {
                 let id = id.unwrap_or_else(|| {
@@ -267,43 +258,32 @@ fn build(req: Req, issued: &[Issued]) -> Option<(Request<HttpBody>, Expect)> {
         Method::HEAD,
     ];
     let mut method = methods[usize::from(req.method) % methods.len()].clone();
+    let body = body_bytes(req.body);
     let (path, expect) = match req.target {
         Target::Register(mesh) => {
             let mesh = mesh_text(mesh);
             method = Method::POST;
-            let normalised = peerchannel::MeshId::new(&mesh)
-                .ok()
-                .map(|m| m.as_str().to_owned());
-            let path = format!("/v1/meshes/{mesh}/registrations");
             let expect = Expect::Register {
-                mesh: normalised,
-                peer: None,
+                mesh: peerchannel::MeshId::new(&mesh)
+                    .ok()
+                    .map(|m| m.as_str().to_owned()),
+                // The same parse as the service's: a registration that succeeds names this
+                // peer.
+                peer: serde_json::from_slice::<RegisterRequest>(&body)
+                    .ok()
+                    .map(|r| r.peer_id),
             };
-            (path, expect)
+            (format!("/v1/meshes/{mesh}/registrations"), expect)
         }
         Target::Update(mesh, id) => {
             if method != Method::DELETE {
                 method = Method::PUT;
             }
-            let (path, issued) = registration_path(mesh, id, issued, "");
-            (
-                path,
-                Expect::UseId {
-                    issued,
-                    method: method.clone(),
-                },
-            )
+            use_id(mesh, id, issued, "", &method)
         }
         Target::Refresh(mesh, id) => {
             method = Method::POST;
-            let (path, issued) = registration_path(mesh, id, issued, "/refresh");
-            (
-                path,
-                Expect::UseId {
-                    issued,
-                    method: method.clone(),
-                },
-            )
+            use_id(mesh, id, issued, "/refresh", &method)
         }
         Target::Peers(mesh, query) => {
             let mesh = mesh_text(mesh);
@@ -314,17 +294,6 @@ fn build(req: Req, issued: &[Issued]) -> Option<(Request<HttpBody>, Expect)> {
         Target::Health => ("/healthz".to_owned(), Expect::Other),
         Target::Metrics => ("/metrics".to_owned(), Expect::Other),
         Target::Raw(path) => (path, Expect::Other),
-    };
-    let body = body_bytes(req.body);
-    let expect = match expect {
-        // The same parse as the service's: a registration that succeeds names this peer.
-        Expect::Register { mesh, .. } => Expect::Register {
-            mesh,
-            peer: serde_json::from_slice::<RegisterRequest>(&body)
-                .ok()
-                .map(|r| r.peer_id),
-        },
-        other => other,
     };
     let source = SOURCES[usize::from(req.source) % SOURCES.len()];
     let mut builder = Request::builder().method(method).uri(path);
@@ -345,14 +314,15 @@ fn mesh_text(mesh: MeshChoice) -> String {
     }
 }
 
-/// The path of a registration, and which issued registration it names (only a path built
-/// from an issued id and the same mesh can).
-fn registration_path(
+/// A request on a registration: its path, and which issued registration it names (only a
+/// path built from an issued id and the same mesh can).
+fn use_id(
     mesh: MeshChoice,
     id: IdChoice,
     issued: &[Issued],
     suffix: &str,
-) -> (String, Option<Issued>) {
+    method: &Method,
+) -> (String, Expect) {
     let mesh = mesh_text(mesh);
     let id = match id {
         IdChoice::Issued(n) if !issued.is_empty() => {
@@ -366,9 +336,13 @@ fn registration_path(
         .iter()
         .find(|i| i.id == id && normalised.as_ref().is_some_and(|m| m.as_str() == i.mesh))
         .cloned();
+    let expect = Expect::UseId {
+        issued: names,
+        method: method.clone(),
+    };
     (
         format!("/v1/meshes/{mesh}/registrations/{id}{suffix}"),
-        names,
+        expect,
     )
 }
 

@@ -256,8 +256,9 @@ impl Registry {
         self.meshes.len()
     }
 
-    /// Panics unless the counts and indexes agree with the registrations (for fuzzing).
-    #[cfg(feature = "fuzzing")]
+    /// Panics unless the counts and indexes agree with the registrations (for fuzzing and
+    /// the unit tests).
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn check_consistent(&self) {
         let mut per_source: HashMap<IpAddr, usize> = HashMap::new();
         let mut total = 0;
@@ -472,6 +473,7 @@ mod tests {
         );
         assert_eq!((registry.registrations(), registry.meshes()), (0, 0));
         assert!(registry.per_source.is_empty());
+        registry.check_consistent();
     }
 
     #[test]
@@ -495,6 +497,7 @@ mod tests {
             registry.sample(&m, 10, now, &mut rng)[0].addresses,
             addrs(2)
         );
+        registry.check_consistent();
     }
 
     #[test]
@@ -515,8 +518,10 @@ mod tests {
         );
         assert_eq!(registry.expire(after), 1);
         assert_eq!(registry.registrations(), 1);
+        registry.check_consistent();
         assert_eq!(registry.expire(after + LIFETIME), 1);
         assert_eq!((registry.registrations(), registry.meshes()), (0, 0));
+        registry.check_consistent();
     }
 
     #[test]
@@ -588,6 +593,7 @@ mod tests {
             .unwrap();
         let total = registry.register(&b, peer(6), addrs(6), other, now, &mut rng);
         assert_eq!(total.unwrap_err().code(), error_code::MESH_FULL);
+        registry.check_consistent();
         let too_many = registry.register(
             &c,
             peer(1),
@@ -606,6 +612,7 @@ mod tests {
             .register(&c, peer(1), addrs(1), SOURCE, later, &mut rng)
             .unwrap();
         assert_eq!(registry.registrations(), 1);
+        registry.check_consistent();
     }
 
     #[test]

@@ -4,32 +4,22 @@ mod common;
 
 use common::*;
 use peerchannel::resolver::api::error_code;
+use peerchannel::resolver::{PeerAddr, Resolver};
 use reqwest::StatusCode;
 
 /// Posts `body` (raw bytes, as JSON) to the registrations of `mesh`.
 async fn post_registration(mesh: &str, body: &'static str) -> reqwest::Response {
     let server = start_relaxed().await;
-    let response = raw()
-        .post(format!("{}/v1/meshes/{mesh}/registrations", server.url()))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let url = format!("{}/v1/meshes/{mesh}/registrations", server.url());
+    let response = post_json(&url, body).await;
     // Keep the server until the answer is complete.
     drop(server);
     response
 }
 
 async fn expect(response: reqwest::Response, status: StatusCode, code: &str, says: &str) {
-    let (got_status, body) = error_of(response).await;
-    println!("{got_status} {}: {}", body.code, body.error);
-    assert_eq!(
-        (got_status, body.code.as_str()),
-        (status, code),
-        "{}",
-        body.error
-    );
+    let body = expect_error(response, status, code).await;
+    println!("{status} {}: {}", body.code, body.error);
     assert!(
         body.error.contains(says),
         "`{}` does not say `{says}`",
@@ -328,45 +318,53 @@ async fn unknown_routes_and_methods() {
 #[tokio::test]
 async fn unknown_registration_ids() {
     let server = start_relaxed().await;
+    let m = mesh("m");
+    let registration = client(&server)
+        .register(&m, peer(1), &[addr(1)])
+        .await
+        .unwrap();
+    // Any id, and ids near the real one (ids are looked up whole, case and all).
+    let id = registration.id.as_str().to_owned();
+    let mut last_changed = id.clone();
+    let last = last_changed.pop().unwrap();
+    last_changed.push(if last == 'a' { 'b' } else { 'a' });
+    let guesses = [
+        "a".repeat(32),
+        last_changed,
+        id[..id.len() - 1].to_owned(),
+        format!("{id}a"),
+        id.to_ascii_uppercase(),
+        peer(1).to_string(),
+        "0".to_owned(),
+    ];
     let http = raw();
     let base = format!("{}/v1/meshes/m/registrations", server.url());
-    http.post(&base)
-        .json(&registration(1, 1))
-        .send()
+    for guess in &guesses {
+        let refresh = http.post(format!("{base}/{guess}/refresh")).send();
+        let update = http
+            .put(format!("{base}/{guess}"))
+            .json(&serde_json::json!({"addresses": ["127.0.0.1:2"]}))
+            .send();
+        let delete = http.delete(format!("{base}/{guess}")).send();
+        for response in [refresh.await, update.await, delete.await] {
+            expect(
+                response.unwrap(),
+                StatusCode::NOT_FOUND,
+                error_code::REGISTRATION_NOT_FOUND,
+                "register again",
+            )
+            .await;
+        }
+    }
+    // Untouched: still there, with its own address, and its id still works.
+    assert_eq!(
+        client(&server).resolve(&m, 10).await.unwrap(),
+        vec![PeerAddr::new(peer(1), vec![addr(1)])]
+    );
+    client(&server)
+        .refresh(&m, &registration.id)
         .await
-        .unwrap();
-    let guess = "a".repeat(32);
-    let response = http
-        .post(format!("{base}/{guess}/refresh"))
-        .send()
-        .await
-        .unwrap();
-    expect(
-        response,
-        StatusCode::NOT_FOUND,
-        error_code::REGISTRATION_NOT_FOUND,
-        "register again",
-    )
-    .await;
-    let response = http
-        .put(format!("{base}/{guess}"))
-        .json(&serde_json::json!({"addresses": ["127.0.0.1:2"]}))
-        .send();
-    expect(
-        response.await.unwrap(),
-        StatusCode::NOT_FOUND,
-        error_code::REGISTRATION_NOT_FOUND,
-        "register again",
-    )
-    .await;
-    let response = http.delete(format!("{base}/{guess}")).send().await.unwrap();
-    expect(
-        response,
-        StatusCode::NOT_FOUND,
-        error_code::REGISTRATION_NOT_FOUND,
-        "register again",
-    )
-    .await;
+        .expect("the real id still works");
 }
 
 #[tokio::test]

@@ -22,18 +22,12 @@ async fn an_oversized_body_is_refused() {
         r#"{{"peer_id": "{}", {padding} "addresses": ["127.0.0.1:1"]}}"#,
         peer(1)
     );
-    let response = http
-        .post(&url)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let (status, error) = error_of(response).await;
-    assert_eq!(
-        (status, error.code.as_str()),
-        (StatusCode::PAYLOAD_TOO_LARGE, error_code::BODY_TOO_LARGE)
-    );
+    expect_error(
+        post_json(&url, body).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        error_code::BODY_TOO_LARGE,
+    )
+    .await;
 
     // Without a length announced up front (chunked), the limit holds as well.
     let (status, body) =
@@ -64,19 +58,10 @@ async fn the_limit_is_configurable() {
         let body = registration(1, 1).to_string();
         format!("{body}{}", " ".repeat(size - body.len()))
     };
-    let send = |body: String| {
-        raw()
-            .post(&url)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-    };
+    let send = |body: String| post_json(&url, body);
+    assert_eq!(send(padded(1024)).await.status(), StatusCode::CREATED);
     assert_eq!(
-        send(padded(1024)).await.unwrap().status(),
-        StatusCode::CREATED
-    );
-    assert_eq!(
-        error_of(send(padded(1025)).await.unwrap()).await.0,
+        error_of(send(padded(1025)).await).await.0,
         StatusCode::PAYLOAD_TOO_LARGE
     );
 }

@@ -77,3 +77,15 @@ pub async fn event(
     })
     .await
 }
+
+/// `len` bytes from a xorshift generator started at `seed`: junk that is the same every run.
+pub fn pseudo_random(len: usize, mut seed: u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect()
+}

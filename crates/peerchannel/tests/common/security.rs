@@ -66,6 +66,25 @@ pub struct RawPeer {
 impl RawPeer {
     /// Links to `node` and asks to join `mesh` through it.
     pub async fn join(node: &Node, mesh: &str) -> Self {
+        let mut peer = Self::connect(node).await;
+        let mesh = MeshId::new(mesh).unwrap();
+        peer.send(Message {
+            mesh: mesh.clone(),
+            body: MeshMessage::Membership(MembershipMessage::Join { data: None }),
+        })
+        .await;
+        // "Push messages to me eagerly": the raw peer sees everything the node passes on.
+        peer.send(Message {
+            mesh,
+            body: MeshMessage::Broadcast(BroadcastMessage::Graft { id: None }),
+        })
+        .await;
+        peer
+    }
+
+    /// Links to `node` (a real TLS/QUIC handshake with an identity of its own) and sends
+    /// nothing yet.
+    pub async fn connect(node: &Node) -> Self {
         let identity = Identity::generate().unwrap();
         let id = identity.peer_id();
         let endpoint = tls::bind_endpoint(
@@ -74,10 +93,13 @@ impl RawPeer {
             &LinkConfig::default(),
         )
         .unwrap();
-        let (conn, _) = tls::connect(
-            &endpoint,
-            node.local_addr(),
-            ExpectedPeer::Id(node.peer_id()),
+        let (conn, _) = within(
+            "the raw peer's handshake",
+            tls::connect(
+                &endpoint,
+                node.local_addr(),
+                ExpectedPeer::Id(node.peer_id()),
+            ),
         )
         .await
         .unwrap();
@@ -104,26 +126,13 @@ impl RawPeer {
                 });
             }
         });
-        let mut peer = Self {
+        Self {
             id,
             conn,
             send,
             received,
             _endpoint: endpoint,
-        };
-        let mesh = MeshId::new(mesh).unwrap();
-        peer.send(Message {
-            mesh: mesh.clone(),
-            body: MeshMessage::Membership(MembershipMessage::Join { data: None }),
-        })
-        .await;
-        // "Push messages to me eagerly": the raw peer sees everything the node passes on.
-        peer.send(Message {
-            mesh,
-            body: MeshMessage::Broadcast(BroadcastMessage::Graft { id: None }),
-        })
-        .await;
-        peer
+        }
     }
 
     /// Sends one message as a frame.
@@ -148,6 +157,41 @@ impl RawPeer {
             }
         })
         .await
+    }
+
+    /// Writes raw `bytes` on a stream of their own, finishing it if asked. The node may close
+    /// the link before everything is written.
+    pub async fn write_stream(&self, bytes: &[u8], finish: bool) {
+        let mut stream = self.conn.open_uni().await.unwrap();
+        if stream.write_all(bytes).await.is_ok() && finish {
+            let _ = stream.finish();
+        }
+    }
+
+    /// Opens a stream, writes `bytes` and leaves it open.
+    pub async fn open_stream(&self, bytes: &[u8]) -> quinn::SendStream {
+        let mut stream = self.conn.open_uni().await.unwrap();
+        stream.write_all(bytes).await.unwrap();
+        stream
+    }
+
+    /// Waits until the node closes the link with the application close `code`.
+    pub async fn closed_with(&self, code: u32, what: &str) {
+        let reason = within(
+            &format!("the link to close after {what}"),
+            self.conn.closed(),
+        )
+        .await;
+        match reason {
+            quinn::ConnectionError::ApplicationClosed(close) => {
+                assert_eq!(
+                    close.error_code,
+                    quinn::VarInt::from_u32(code),
+                    "{what}: {close:?}"
+                );
+            }
+            other => panic!("{what}: the link ended otherwise: {other}"),
+        }
     }
 
     /// Closes the link.

@@ -89,6 +89,28 @@ pub async fn error_of(response: reqwest::Response) -> (StatusCode, ErrorBody) {
     (status, body)
 }
 
+/// Posts `body` as JSON (sent as it is, however malformed) to `url`.
+pub async fn post_json(url: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+    raw()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("the request is sent")
+}
+
+/// Reads an error answer (see [`error_of`]) and checks its status and code.
+pub async fn expect_error(
+    response: reqwest::Response,
+    status: StatusCode,
+    code: &str,
+) -> ErrorBody {
+    let (got, body) = error_of(response).await;
+    assert_eq!((got, body.code.as_str()), (status, code), "{}", body.error);
+    body
+}
+
 /// Waits until `check` returns `Some`, polling; fails the test after [`DEADLINE`].
 pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
 where
