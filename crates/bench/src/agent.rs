@@ -84,6 +84,8 @@ pub struct Counters {
     pub grafts_deferred: u64,
     /// Announcements ignored (too many ids awaited at once, or too long a batch).
     pub announcements_dropped: u64,
+    /// Announced messages given up on (every announcer asked, none had it any more).
+    pub lost: u64,
     /// Prunes sent.
     pub prunes_sent: u64,
 }
@@ -102,6 +104,7 @@ impl Counters {
             announcements_dropped: self
                 .announcements_dropped
                 .saturating_sub(before.announcements_dropped),
+            lost: self.lost.saturating_sub(before.lost),
             prunes_sent: self.prunes_sent.saturating_sub(before.prunes_sent),
         }
     }
@@ -117,6 +120,7 @@ impl Counters {
             grafts_sent: self.grafts_sent + other.grafts_sent,
             grafts_deferred: self.grafts_deferred + other.grafts_deferred,
             announcements_dropped: self.announcements_dropped + other.announcements_dropped,
+            lost: self.lost + other.lost,
             prunes_sent: self.prunes_sent + other.prunes_sent,
         }
     }
@@ -213,6 +217,7 @@ impl Agent {
             grafts_sent: s.broadcast.grafts_sent,
             grafts_deferred: s.broadcast.grafts_deferred,
             announcements_dropped: s.broadcast.announcements_dropped,
+            lost: s.broadcast.lost,
             prunes_sent: s.broadcast.prunes_sent,
         })
     }

@@ -656,7 +656,9 @@ impl Actor {
                 }
                 let graft = matches!(
                     message.body,
-                    MeshMessage::Broadcast(BroadcastMessage::Graft { .. })
+                    MeshMessage::Broadcast(
+                        BroadcastMessage::Graft { .. } | BroadcastMessage::Fetch { .. }
+                    )
                 );
                 self.state.handle(
                     InEvent::Message {

@@ -376,7 +376,7 @@ impl RateLimits {
         }
         if matches!(
             message.body,
-            MeshMessage::Broadcast(BroadcastMessage::Graft { .. })
+            MeshMessage::Broadcast(BroadcastMessage::Graft { .. } | BroadcastMessage::Fetch { .. })
         ) && self.grafts.check().is_err()
         {
             return Err("too many graft requests per second");

@@ -128,6 +128,10 @@ pub struct BroadcastStats {
     pub announcements_dropped: u64,
     /// Times a due graft waited because [`MAX_GRAFTS_IN_FLIGHT`] were unanswered.
     pub grafts_deferred: u64,
+    /// Grafts for messages no longer kept here, answered [`BroadcastMessage::Gone`].
+    pub grafts_gone: u64,
+    /// Announced messages given up on: every announcer was asked, and none sent it.
+    pub lost: u64,
 }
 
 /// What the broadcast layer asks of its surroundings.
@@ -162,6 +166,9 @@ struct Missing<PI> {
     /// The peer we grafted it from, if we did: a copy from that peer is the graft's answer and
     /// says nothing about the tree's lag; a copy from anyone else is the late eager copy.
     grafted_from: Option<PI>,
+    /// Whether that request was a [`BroadcastMessage::Fetch`] (the tree left as it is) rather
+    /// than a graft.
+    fetched: bool,
 }
 
 /// How late eager copies have lately come after their first announcement: a maximum that
@@ -394,9 +401,13 @@ impl<PI: PeerIdentity> Broadcast<PI> {
         if self.seen.contains(&gossip.id) || gossip.id.origin == self.me {
             self.stats.duplicates += 1;
             if let Some(first_at) = self.grafted.remove(&gossip.id) {
-                // The eager copy of a message we grafted, arriving late: the tree's lag.
+                // The eager copy of a message we grafted, arriving late: the tree's lag. It
+                // says the tree is slow, not that the link is redundant: no prune.
                 self.lag
                     .sample(now.saturating_duration_since(first_at), now);
+                if gossip.hop_limit.is_none() {
+                    return;
+                }
             }
             if gossip.hop_limit.is_some() {
                 self.on_closer_copy(from, &gossip, now, out);
@@ -487,8 +498,12 @@ impl<PI: PeerIdentity> Broadcast<PI> {
             && gossip.hop_limit.is_none()
             && gossip.kind == GossipKind::App
         {
-            // Paper: "eagerPushPeers <- eagerPushPeers U {sender}" (if it is a neighbor).
-            if self.lazy.contains(&from) {
+            // Paper: "eagerPushPeers <- eagerPushPeers U {sender}" (if it is a neighbor);
+            // not for the answer to a fetch, which leaves the tree alone.
+            let fetched = announced
+                .as_ref()
+                .is_some_and(|m| m.fetched && m.grafted_from == Some(from));
+            if self.lazy.contains(&from) && !fetched {
                 self.make_eager(from);
             }
             if let Some(missing) = announced {
@@ -651,6 +666,7 @@ impl<PI: PeerIdentity> Broadcast<PI> {
                 timer: None,
                 first_at: now,
                 grafted_from: None,
+                fetched: false,
             });
             if entry.announcers.len() < MAX_ANNOUNCERS {
                 entry.announcers.push_back((from, a.hops, a.catch_up));
@@ -681,14 +697,53 @@ impl<PI: PeerIdentity> Broadcast<PI> {
         if is_neighbor {
             self.make_eager(from);
         }
-        if let Some(id) = id
-            && let Some(stored) = self.store.get(&id)
-        {
-            let mut gossip = stored.clone();
-            gossip.hops = gossip.hops.saturating_add(1);
-            self.stats.gossip_sent += 1;
-            out.push(BroadcastOut::Send(from, BroadcastMessage::Gossip(gossip)));
+        if let Some(id) = id {
+            self.answer(from, id, out);
         }
+    }
+
+    /// Sends a stored message to a neighbor that asked for it (graft or fetch), or says it is
+    /// gone.
+    pub(crate) fn answer(&mut self, from: PI, id: MessageId<PI>, out: &mut Vec<BroadcastOut<PI>>) {
+        match self.store.get(&id) {
+            Some(stored) => {
+                let mut gossip = stored.clone();
+                gossip.hops = gossip.hops.saturating_add(1);
+                self.stats.gossip_sent += 1;
+                out.push(BroadcastOut::Send(from, BroadcastMessage::Gossip(gossip)));
+            }
+            None => {
+                // Addition to the paper: say so, rather than let the grafter wait out its
+                // timer. Under load a graft's timer grows with the tree's lag (seconds), and a
+                // window of grafts each waiting for an answer that will not come held back
+                // every other graft behind it (measured with `peerchannel-bench --pause-one
+                // 10`: after the pause, tens of thousands of messages stayed awaited at every
+                // node, and delivery stopped).
+                self.stats.grafts_gone += 1;
+                out.push(BroadcastOut::Send(from, BroadcastMessage::Gone { id }));
+            }
+        }
+    }
+
+    /// A neighbor we grafted no longer has the message: ask the next announcer now.
+    pub(crate) fn on_gone(
+        &mut self,
+        from: PI,
+        id: MessageId<PI>,
+        now: Instant,
+        out: &mut Vec<BroadcastOut<PI>>,
+    ) {
+        let Some(missing) = self.missing.get_mut(&id) else {
+            return;
+        };
+        if missing.grafted_from != Some(from) {
+            // Not the graft in flight (an old answer, or a peer answering unasked).
+            return;
+        }
+        if let Some(at) = missing.timer.take() {
+            self.graft_timers.remove(&(at, id));
+        }
+        self.graft_next(id, now, out);
     }
 
     /// Paper, "upon Receive(PRUNE)".
@@ -961,6 +1016,16 @@ impl<PI: PeerIdentity> Broadcast<PI> {
             self.stats.grafts_deferred += 1;
             return;
         }
+        self.graft_next(id, at, out);
+    }
+
+    /// Grafts the next announcer of a missing message, or gives the message up when none is
+    /// left. A graft unanswered is tried again with the next announcer after
+    /// `graft_timeout_2` (longer while the tree is slow, up to [`MAX_GRAFT_WAIT`]).
+    fn graft_next(&mut self, id: MessageId<PI>, at: Instant, out: &mut Vec<BroadcastOut<PI>>) {
+        let Some(missing) = self.missing.get_mut(&id) else {
+            return;
+        };
         // Announcers that are no longer neighbors cannot be grafted.
         let announcer = loop {
             match missing.announcers.pop_front() {
@@ -974,6 +1039,7 @@ impl<PI: PeerIdentity> Broadcast<PI> {
             }
         };
         let Some((peer, catch_up)) = announcer else {
+            self.stats.lost += 1;
             self.forget_missing(&id);
             self.caught_up.remove(&id);
             return;
@@ -981,19 +1047,35 @@ impl<PI: PeerIdentity> Broadcast<PI> {
         if missing.grafted_from.replace(peer).is_none() {
             self.grafts_in_flight += 1;
         }
-        let next = at + self.config.graft_timeout_2.max(self.lag.current(at));
+        // Addition to the paper: while the tree still brings the origin's messages, a missing
+        // one is a hole (a copy dropped or overtaken on the way), not a broken link: fetch it
+        // and leave the tree alone. Grafting every hole turned each announcer asked into an
+        // eager link, and the mesh into a flood, after a neighbor stalled (measured with
+        // `peerchannel-bench --pause-one 10`: as many duplicates as deliveries).
+        let progressing = self.progress.get(&id.origin).is_some_and(|&(_, rose)| {
+            at.saturating_duration_since(rose) < self.config.graft_timeout_1
+        });
+        missing.fetched = progressing;
+        let retry = self
+            .config
+            .graft_timeout_2
+            .max(self.lag.current(at))
+            .min(MAX_GRAFT_WAIT.max(self.config.graft_timeout_2));
+        let next = at + retry;
         missing.timer = Some(next);
         self.graft_timers.insert((next, id));
         if catch_up {
             self.caught_up.insert(id);
         }
-        self.make_eager(peer);
         self.stats.grafts_sent += 1;
-        tracing::trace!(id = ?id, to = ?peer, catch_up, "graft");
-        out.push(BroadcastOut::Send(
-            peer,
-            BroadcastMessage::Graft { id: Some(id) },
-        ));
+        tracing::trace!(id = ?id, to = ?peer, catch_up, fetch = progressing, "graft");
+        let request = if progressing {
+            BroadcastMessage::Fetch { id }
+        } else {
+            self.make_eager(peer);
+            BroadcastMessage::Graft { id: Some(id) }
+        };
+        out.push(BroadcastOut::Send(peer, request));
     }
 
     /// Pushes a message on: in full to eager peers (every neighbor when flooding or
@@ -1351,6 +1433,130 @@ mod tests {
     }
 
     #[test]
+    fn a_graft_for_a_message_no_longer_kept_is_answered_gone() {
+        let mut b = tree(1, &[2, 3]);
+        let mut out = Vec::new();
+        let id = MessageId { origin: 9, seq: 0 };
+        b.on_graft(3, Some(id), true, &mut out);
+        assert_eq!(
+            out,
+            vec![BroadcastOut::Send(3, BroadcastMessage::Gone { id })]
+        );
+        assert_eq!(b.stats().grafts_gone, 1);
+    }
+
+    #[test]
+    fn gone_moves_on_to_the_next_announcer_at_once_and_then_gives_up() {
+        let now = Instant::now();
+        let mut b = tree(1, &[2, 3, 4]);
+        let mut out = Vec::new();
+        b.on_prune(3);
+        b.on_prune(4);
+        let id = MessageId { origin: 9, seq: 0 };
+        b.on_ihave(3, ihave(id, 2), now);
+        b.on_ihave(4, ihave(id, 2), now);
+        let due = now + Duration::from_millis(300);
+        b.handle_timeout(due, &mut out);
+        assert_eq!(
+            out,
+            vec![BroadcastOut::Send(
+                3,
+                BroadcastMessage::Graft { id: Some(id) }
+            )]
+        );
+        out.clear();
+        // An answer from a peer not asked changes nothing.
+        b.on_gone(4, id, due, &mut out);
+        assert!(out.is_empty());
+        assert_eq!(b.grafts_in_flight(), 1);
+        // The peer asked says it no longer has it: the next announcer is asked now, not after
+        // the retry timer.
+        b.on_gone(3, id, due, &mut out);
+        assert_eq!(
+            out,
+            vec![BroadcastOut::Send(
+                4,
+                BroadcastMessage::Graft { id: Some(id) }
+            )]
+        );
+        out.clear();
+        b.on_gone(4, id, due, &mut out);
+        assert!(out.is_empty());
+        assert_eq!(b.stats().lost, 1, "nobody had it");
+        assert_eq!(b.awaited_len(), 0);
+        assert_eq!(b.grafts_in_flight(), 0, "the window is free again");
+        assert_eq!(b.poll_timeout(), None, "no timer left behind");
+    }
+
+    #[test]
+    fn a_hole_in_a_flowing_origin_is_fetched_and_the_tree_left_alone() {
+        let now = Instant::now();
+        let mut b = tree(1, &[2, 3]);
+        let mut out = Vec::new();
+        b.on_prune(3);
+        let hole = MessageId { origin: 9, seq: 0 };
+        b.on_ihave(3, ihave(hole, 2), now);
+        // The origin's later messages keep coming down the tree.
+        let due = now + Duration::from_millis(300);
+        b.on_gossip(2, gossip(9, 1, 1), due, &mut pass, &mut out);
+        out.clear();
+        // The hole is past MAX_GRAFT_WAIT's "behind" rule: its seq is below what arrived, so
+        // it is asked for at once, as a fetch.
+        b.handle_timeout(due, &mut out);
+        assert_eq!(
+            out,
+            vec![BroadcastOut::Send(3, BroadcastMessage::Fetch { id: hole })]
+        );
+        assert!(
+            !b.eager_peers().contains(&3),
+            "a fetch leaves the link lazy"
+        );
+        out.clear();
+        b.on_gossip(3, gossip(9, 0, 2), due, &mut pass, &mut out);
+        assert!(
+            matches!(out.first(), Some(BroadcastOut::Deliver(d)) if d.id == hole),
+            "{out:?}"
+        );
+        assert!(
+            !b.eager_peers().contains(&3),
+            "the fetch's answer leaves the link lazy too"
+        );
+    }
+
+    #[test]
+    fn a_stalled_origin_is_grafted_and_the_late_eager_copy_prunes_nothing() {
+        let now = Instant::now();
+        let mut b = tree(1, &[2, 3]);
+        let mut out = Vec::new();
+        b.on_prune(3);
+        let id = MessageId { origin: 9, seq: 0 };
+        b.on_ihave(3, ihave(id, 2), now);
+        let due = now + Duration::from_millis(300);
+        b.handle_timeout(due, &mut out);
+        assert_eq!(
+            out,
+            vec![BroadcastOut::Send(
+                3,
+                BroadcastMessage::Graft { id: Some(id) }
+            )]
+        );
+        out.clear();
+        b.on_gossip(3, gossip(9, 0, 2), due, &mut pass, &mut out);
+        out.clear();
+        // The old parent was slow, not redundant: its late copy is no reason to cut it.
+        b.on_gossip(
+            2,
+            gossip(9, 0, 1),
+            due + Duration::from_millis(50),
+            &mut pass,
+            &mut out,
+        );
+        assert!(out.is_empty(), "{out:?}");
+        assert!(b.eager_peers().contains(&2));
+        assert_eq!(b.stats().duplicates, 1);
+    }
+
+    #[test]
     fn hop_limited_messages_flood_within_the_limit() {
         let now = Instant::now();
         let mut b = tree(1, &[2, 3, 4]);
@@ -1471,10 +1677,11 @@ mod tests {
             "no announcement to the lazy link either"
         );
         out.clear();
-        b.on_graft(3, Some(MessageId { origin: 9, seq: 0 }), true, &mut out);
+        let id = MessageId { origin: 9, seq: 0 };
+        b.on_graft(3, Some(id), true, &mut out);
         assert_eq!(
             out,
-            vec![],
+            vec![BroadcastOut::Send(3, BroadcastMessage::Gone { id })],
             "a message not passed on is not kept to answer grafts"
         );
     }

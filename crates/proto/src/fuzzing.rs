@@ -179,6 +179,8 @@ pub fn frame_seeds() -> Vec<Vec<u8>> {
         MeshMessage::Broadcast(BroadcastMessage::Graft { id: Some(id) }),
         MeshMessage::Broadcast(BroadcastMessage::Prune),
         MeshMessage::Broadcast(BroadcastMessage::Parent { beacon: id }),
+        MeshMessage::Broadcast(BroadcastMessage::Gone { id }),
+        MeshMessage::Broadcast(BroadcastMessage::Fetch { id }),
         MeshMessage::Probe(Probe {
             recent: vec![RecentId { id, age_ms: 2500 }],
             data: None,
@@ -406,6 +408,8 @@ enum Body {
     Graft(Option<IdChoice>),
     Prune,
     Parent(IdChoice),
+    Gone(IdChoice),
+    Fetch(IdChoice),
     Probe(Few<(IdChoice, u32), 8>, Option<Data>),
     ProbeReply(Few<(IdChoice, u32), 8>, Option<Data>),
 }
@@ -772,6 +776,8 @@ impl Harness {
             Body::Parent(id) => MeshMessage::Broadcast(BroadcastMessage::Parent {
                 beacon: self.id(id),
             }),
+            Body::Gone(id) => MeshMessage::Broadcast(BroadcastMessage::Gone { id: self.id(id) }),
+            Body::Fetch(id) => MeshMessage::Broadcast(BroadcastMessage::Fetch { id: self.id(id) }),
             Body::Probe(recent, data) => MeshMessage::Probe(Probe {
                 recent: self.recent(recent),
                 data: data.map(peer_data),
