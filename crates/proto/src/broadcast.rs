@@ -128,8 +128,6 @@ pub struct BroadcastStats {
     pub announcements_dropped: u64,
     /// Times a due graft waited because [`MAX_GRAFTS_IN_FLIGHT`] were unanswered.
     pub grafts_deferred: u64,
-    /// Grafts for messages no longer kept here, answered [`BroadcastMessage::Gone`].
-    pub grafts_gone: u64,
     /// Announced messages given up on: every announcer was asked, and none sent it.
     pub lost: u64,
 }
@@ -702,48 +700,15 @@ impl<PI: PeerIdentity> Broadcast<PI> {
         }
     }
 
-    /// Sends a stored message to a neighbor that asked for it (graft or fetch), or says it is
-    /// gone.
+    /// Sends a stored message to a neighbor that asked for it (graft or fetch). A message no
+    /// longer kept gets no answer: the asker tries its next announcer when its timer runs out.
     pub(crate) fn answer(&mut self, from: PI, id: MessageId<PI>, out: &mut Vec<BroadcastOut<PI>>) {
-        match self.store.get(&id) {
-            Some(stored) => {
-                let mut gossip = stored.clone();
-                gossip.hops = gossip.hops.saturating_add(1);
-                self.stats.gossip_sent += 1;
-                out.push(BroadcastOut::Send(from, BroadcastMessage::Gossip(gossip)));
-            }
-            None => {
-                // Addition to the paper: say so, rather than let the grafter wait out its
-                // timer. Under load a graft's timer grows with the tree's lag (seconds), and a
-                // window of grafts each waiting for an answer that will not come held back
-                // every other graft behind it (measured with `peerchannel-bench --pause-one
-                // 10`: after the pause, tens of thousands of messages stayed awaited at every
-                // node, and delivery stopped).
-                self.stats.grafts_gone += 1;
-                out.push(BroadcastOut::Send(from, BroadcastMessage::Gone { id }));
-            }
+        if let Some(stored) = self.store.get(&id) {
+            let mut gossip = stored.clone();
+            gossip.hops = gossip.hops.saturating_add(1);
+            self.stats.gossip_sent += 1;
+            out.push(BroadcastOut::Send(from, BroadcastMessage::Gossip(gossip)));
         }
-    }
-
-    /// A neighbor we grafted no longer has the message: ask the next announcer now.
-    pub(crate) fn on_gone(
-        &mut self,
-        from: PI,
-        id: MessageId<PI>,
-        now: Instant,
-        out: &mut Vec<BroadcastOut<PI>>,
-    ) {
-        let Some(missing) = self.missing.get_mut(&id) else {
-            return;
-        };
-        if missing.grafted_from != Some(from) {
-            // Not the graft in flight (an old answer, or a peer answering unasked).
-            return;
-        }
-        if let Some(at) = missing.timer.take() {
-            self.graft_timers.remove(&(at, id));
-        }
-        self.graft_next(id, now, out);
     }
 
     /// Paper, "upon Receive(PRUNE)".
@@ -1433,62 +1398,6 @@ mod tests {
     }
 
     #[test]
-    fn a_graft_for_a_message_no_longer_kept_is_answered_gone() {
-        let mut b = tree(1, &[2, 3]);
-        let mut out = Vec::new();
-        let id = MessageId { origin: 9, seq: 0 };
-        b.on_graft(3, Some(id), true, &mut out);
-        assert_eq!(
-            out,
-            vec![BroadcastOut::Send(3, BroadcastMessage::Gone { id })]
-        );
-        assert_eq!(b.stats().grafts_gone, 1);
-    }
-
-    #[test]
-    fn gone_moves_on_to_the_next_announcer_at_once_and_then_gives_up() {
-        let now = Instant::now();
-        let mut b = tree(1, &[2, 3, 4]);
-        let mut out = Vec::new();
-        b.on_prune(3);
-        b.on_prune(4);
-        let id = MessageId { origin: 9, seq: 0 };
-        b.on_ihave(3, ihave(id, 2), now);
-        b.on_ihave(4, ihave(id, 2), now);
-        let due = now + Duration::from_millis(300);
-        b.handle_timeout(due, &mut out);
-        assert_eq!(
-            out,
-            vec![BroadcastOut::Send(
-                3,
-                BroadcastMessage::Graft { id: Some(id) }
-            )]
-        );
-        out.clear();
-        // An answer from a peer not asked changes nothing.
-        b.on_gone(4, id, due, &mut out);
-        assert!(out.is_empty());
-        assert_eq!(b.grafts_in_flight(), 1);
-        // The peer asked says it no longer has it: the next announcer is asked now, not after
-        // the retry timer.
-        b.on_gone(3, id, due, &mut out);
-        assert_eq!(
-            out,
-            vec![BroadcastOut::Send(
-                4,
-                BroadcastMessage::Graft { id: Some(id) }
-            )]
-        );
-        out.clear();
-        b.on_gone(4, id, due, &mut out);
-        assert!(out.is_empty());
-        assert_eq!(b.stats().lost, 1, "nobody had it");
-        assert_eq!(b.awaited_len(), 0);
-        assert_eq!(b.grafts_in_flight(), 0, "the window is free again");
-        assert_eq!(b.poll_timeout(), None, "no timer left behind");
-    }
-
-    #[test]
     fn a_hole_in_a_flowing_origin_is_fetched_and_the_tree_left_alone() {
         let now = Instant::now();
         let mut b = tree(1, &[2, 3]);
@@ -1677,11 +1586,10 @@ mod tests {
             "no announcement to the lazy link either"
         );
         out.clear();
-        let id = MessageId { origin: 9, seq: 0 };
-        b.on_graft(3, Some(id), true, &mut out);
+        b.on_graft(3, Some(MessageId { origin: 9, seq: 0 }), true, &mut out);
         assert_eq!(
             out,
-            vec![BroadcastOut::Send(3, BroadcastMessage::Gone { id })],
+            vec![],
             "a message not passed on is not kept to answer grafts"
         );
     }

@@ -179,7 +179,6 @@ pub fn frame_seeds() -> Vec<Vec<u8>> {
         MeshMessage::Broadcast(BroadcastMessage::Graft { id: Some(id) }),
         MeshMessage::Broadcast(BroadcastMessage::Prune),
         MeshMessage::Broadcast(BroadcastMessage::Parent { beacon: id }),
-        MeshMessage::Broadcast(BroadcastMessage::Gone { id }),
         MeshMessage::Broadcast(BroadcastMessage::Fetch { id }),
         MeshMessage::Probe(Probe {
             recent: vec![RecentId { id, age_ms: 2500 }],
@@ -408,7 +407,6 @@ enum Body {
     Graft(Option<IdChoice>),
     Prune,
     Parent(IdChoice),
-    Gone(IdChoice),
     Fetch(IdChoice),
     Probe(Few<(IdChoice, u32), 8>, Option<Data>),
     ProbeReply(Few<(IdChoice, u32), 8>, Option<Data>),
@@ -776,7 +774,6 @@ impl Harness {
             Body::Parent(id) => MeshMessage::Broadcast(BroadcastMessage::Parent {
                 beacon: self.id(id),
             }),
-            Body::Gone(id) => MeshMessage::Broadcast(BroadcastMessage::Gone { id: self.id(id) }),
             Body::Fetch(id) => MeshMessage::Broadcast(BroadcastMessage::Fetch { id: self.id(id) }),
             Body::Probe(recent, data) => MeshMessage::Probe(Probe {
                 recent: self.recent(recent),

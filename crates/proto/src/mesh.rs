@@ -370,9 +370,6 @@ impl<PI: PeerIdentity> Mesh<PI> {
             }
             BroadcastMessage::Prune => self.broadcast.on_prune(from),
             BroadcastMessage::Fetch { id } => self.broadcast.answer(from, id, &mut self.b_out),
-            BroadcastMessage::Gone { id } => {
-                self.broadcast.on_gone(from, id, now, &mut self.b_out);
-            }
             BroadcastMessage::Parent { beacon } => {
                 let is_neighbor = self.membership.is_active(&from);
                 self.broadcast.on_parent(from, beacon, is_neighbor);

@@ -192,12 +192,6 @@ pub enum BroadcastMessage<PI> {
         /// The beacon.
         beacon: MessageId<PI>,
     },
-    /// The answer to a graft or a fetch for a message no longer kept here: the asker tries
-    /// the next announcer at once instead of waiting out its timer.
-    Gone {
-        /// The message asked for.
-        id: MessageId<PI>,
-    },
     /// "Send me this message" and nothing more: unlike a graft, the tree stays as it is. Asked
     /// for a message missing while the tree still brings its origin's newer ones (a hole, not
     /// a broken link).
