@@ -948,7 +948,9 @@ impl<PI: PeerIdentity> Broadcast<PI> {
     /// fell into such storms (0.5-1.6 grafts per delivery, RMR 1.2-1.6). When a parent is
     /// really gone, answers come back at the speed of the new link, and so do the grafts.
     /// Retries of grafts already in flight are never held back, so a dead announcer cannot
-    /// block the window.
+    /// block the window; an unanswered graft is retried with the next announcer after
+    /// `graft_timeout_2`, longer while the tree is slow, up to [`MAX_GRAFT_WAIT`]. A message
+    /// no announcer sent is given up and counted in [`BroadcastStats::lost`].
     fn graft_due(
         &mut self,
         id: MessageId<PI>,
@@ -981,16 +983,6 @@ impl<PI: PeerIdentity> Broadcast<PI> {
             self.stats.grafts_deferred += 1;
             return;
         }
-        self.graft_next(id, at, out);
-    }
-
-    /// Grafts the next announcer of a missing message, or gives the message up when none is
-    /// left. A graft unanswered is tried again with the next announcer after
-    /// `graft_timeout_2` (longer while the tree is slow, up to [`MAX_GRAFT_WAIT`]).
-    fn graft_next(&mut self, id: MessageId<PI>, at: Instant, out: &mut Vec<BroadcastOut<PI>>) {
-        let Some(missing) = self.missing.get_mut(&id) else {
-            return;
-        };
         // Announcers that are no longer neighbors cannot be grafted.
         let announcer = loop {
             match missing.announcers.pop_front() {
@@ -1409,8 +1401,8 @@ mod tests {
         let due = now + Duration::from_millis(300);
         b.on_gossip(2, gossip(9, 1, 1), due, &mut pass, &mut out);
         out.clear();
-        // The hole is past MAX_GRAFT_WAIT's "behind" rule: its seq is below what arrived, so
-        // it is asked for at once, as a fetch.
+        // Not "behind" (a later message of its origin has arrived): asked for at once, and
+        // as a fetch, since the origin is flowing.
         b.handle_timeout(due, &mut out);
         assert_eq!(
             out,
