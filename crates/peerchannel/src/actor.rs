@@ -654,12 +654,7 @@ impl Actor {
                 if !self.gate_incoming(peer, &message) {
                     return;
                 }
-                let graft = matches!(
-                    message.body,
-                    MeshMessage::Broadcast(
-                        BroadcastMessage::Graft { .. } | BroadcastMessage::Fetch { .. }
-                    )
-                );
+                let request = message.body.is_request();
                 self.state.handle(
                     InEvent::Message {
                         from: peer,
@@ -667,9 +662,9 @@ impl Actor {
                     },
                     Instant::now(),
                 );
-                // What a graft makes the core send back to its sender answers it: best effort
-                // (see `send_frame`).
-                self.answering = graft.then_some(peer);
+                // What a graft or a fetch makes the core send back to its sender answers it:
+                // best effort (see `send_frame`).
+                self.answering = request.then_some(peer);
                 self.drain().await;
                 self.answering = None;
             }

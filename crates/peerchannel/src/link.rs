@@ -374,11 +374,7 @@ impl RateLimits {
         if self.frames.check().is_err() {
             return Err("too many messages per second");
         }
-        if matches!(
-            message.body,
-            MeshMessage::Broadcast(BroadcastMessage::Graft { .. } | BroadcastMessage::Fetch { .. })
-        ) && self.grafts.check().is_err()
-        {
+        if message.body.is_request() && self.grafts.check().is_err() {
             return Err("too many graft requests per second");
         }
         Ok(())

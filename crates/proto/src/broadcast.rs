@@ -62,6 +62,11 @@ pub const MAX_MISSING: usize = 65_536;
 /// Announcers remembered per awaited message: whom to graft, in order, if earlier ones fail.
 pub const MAX_ANNOUNCERS: usize = 4;
 
+/// `want`, but at least `floor` and at most [`MAX_GRAFT_WAIT`] (or `floor`, if longer).
+fn bounded_wait(floor: std::time::Duration, want: std::time::Duration) -> std::time::Duration {
+    want.max(floor).min(MAX_GRAFT_WAIT.max(floor))
+}
+
 /// What a propagation filter decides for one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -635,10 +640,7 @@ impl<PI: PeerIdentity> Broadcast<PI> {
     /// graft's duplicate re-cuts the tree (measured with `peerchannel-bench`: 0.9-1.4 grafts
     /// and RMR 0.97 per delivery at saturation).
     fn graft_wait(&self, now: Instant) -> std::time::Duration {
-        self.config
-            .graft_timeout_1
-            .max(self.lag.current(now) * 2)
-            .min(MAX_GRAFT_WAIT.max(self.config.graft_timeout_1))
+        bounded_wait(self.config.graft_timeout_1, self.lag.current(now) * 2)
     }
 
     /// Paper, "upon Receive(IHAVE)": note who has a message we lack and start a graft timer.
@@ -970,11 +972,16 @@ impl<PI: PeerIdentity> Broadcast<PI> {
             self.forget_missing(&id);
             return;
         }
-        // The tree is still bringing this origin's messages, just not this one yet: each
-        // link is in order, so the copy is most likely queued behind the ones arriving.
-        let behind = self.progress.get(&id.origin).is_some_and(|&(seq, rose)| {
-            seq < id.seq && now.saturating_duration_since(rose) < self.config.graft_timeout_1
-        });
+        // The highest sequence number the tree brought lately from this origin, if it is
+        // still bringing its messages.
+        let flowing = self
+            .progress
+            .get(&id.origin)
+            .filter(|(_, rose)| now.saturating_duration_since(*rose) < self.config.graft_timeout_1)
+            .map(|(seq, _)| *seq);
+        // ... just not this one yet: each link is in order, so the copy is most likely queued
+        // behind the ones arriving.
+        let behind = flowing.is_some_and(|seq| seq < id.seq);
         let waited = now.saturating_duration_since(missing.first_at);
         if missing.grafted_from.is_none() && (window_full || (behind && waited < MAX_GRAFT_WAIT)) {
             let next = now.max(at) + self.config.graft_timeout_2;
@@ -1009,16 +1016,9 @@ impl<PI: PeerIdentity> Broadcast<PI> {
         // and leave the tree alone. Grafting every hole turned each announcer asked into an
         // eager link, and the mesh into a flood, after a neighbor stalled (measured with
         // `peerchannel-bench --pause-one 10`: as many duplicates as deliveries).
-        let progressing = self.progress.get(&id.origin).is_some_and(|&(_, rose)| {
-            at.saturating_duration_since(rose) < self.config.graft_timeout_1
-        });
+        let progressing = flowing.is_some();
         missing.fetched = progressing;
-        let retry = self
-            .config
-            .graft_timeout_2
-            .max(self.lag.current(at))
-            .min(MAX_GRAFT_WAIT.max(self.config.graft_timeout_2));
-        let next = at + retry;
+        let next = at + bounded_wait(self.config.graft_timeout_2, self.lag.current(at));
         missing.timer = Some(next);
         self.graft_timers.insert((next, id));
         if catch_up {
@@ -1146,6 +1146,25 @@ mod tests {
         }])
     }
 
+    /// Node 1, with 2 eager and 3 lazy, which 3 has just told of `id`.
+    fn announced(id: MessageId<u32>, now: Instant) -> Broadcast<u32> {
+        let mut b = tree(1, &[2, 3]);
+        b.on_prune(3);
+        b.on_ihave(3, ihave(id, 2), now);
+        b
+    }
+
+    /// Whether `o` asks 3 for a message (graft or fetch).
+    fn asks_3(o: &BroadcastOut<u32>) -> bool {
+        matches!(
+            o,
+            BroadcastOut::Send(
+                3,
+                BroadcastMessage::Graft { id: Some(_) } | BroadcastMessage::Fetch { .. }
+            )
+        )
+    }
+
     fn gossip(origin: u32, seq: u64, hops: u16) -> Gossip<u32> {
         Gossip {
             id: MessageId { origin, seq },
@@ -1245,13 +1264,11 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_message_is_grafted_after_the_timeout() {
+    fn a_missing_message_is_grafted_after_the_timeout_and_its_late_copy_prunes_nothing() {
         let now = Instant::now();
-        let mut b = tree(1, &[2, 3]);
-        let mut out = Vec::new();
-        b.on_prune(3);
         let id = MessageId { origin: 9, seq: 0 };
-        b.on_ihave(3, ihave(id, 2), now);
+        let mut b = announced(id, now);
+        let mut out = Vec::new();
         assert_eq!(b.poll_timeout(), Some(now + Duration::from_millis(300)));
         b.handle_timeout(now + Duration::from_millis(299), &mut out);
         assert!(out.is_empty());
@@ -1267,6 +1284,20 @@ mod tests {
             b.eager_peers().contains(&3),
             "grafting makes the link eager again"
         );
+        out.clear();
+        b.on_gossip(3, gossip(9, 0, 2), now, &mut pass, &mut out);
+        out.clear();
+        // The old parent was slow, not redundant: its late copy is no reason to cut it.
+        b.on_gossip(
+            2,
+            gossip(9, 0, 1),
+            now + Duration::from_millis(50),
+            &mut pass,
+            &mut out,
+        );
+        assert!(out.is_empty(), "{out:?}");
+        assert!(b.eager_peers().contains(&2));
+        assert_eq!(b.stats().duplicates, 1);
     }
 
     #[test]
@@ -1334,11 +1365,9 @@ mod tests {
     fn no_graft_while_the_tree_is_still_bringing_the_origins_earlier_messages() {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
-        let mut b = tree(1, &[2, 3]);
-        let mut out = Vec::new();
-        b.on_prune(3);
         let id = MessageId { origin: 9, seq: 5 };
-        b.on_ihave(3, ihave(id, 2), t0);
+        let mut b = announced(id, t0);
+        let mut out = Vec::new();
         // The eager parent is behind but moving: its copies of 1..=3 keep coming.
         for (seq, at) in [(1, 100), (2, 250), (3, 290)] {
             b.on_gossip(2, gossip(9, seq, 1), t0 + ms(at), &mut pass, &mut out);
@@ -1347,7 +1376,7 @@ mod tests {
         let is_graft = |o: &BroadcastOut<u32>| matches!(o, BroadcastOut::Send(3, BroadcastMessage::Graft { id: Some(i) }) if *i == id);
         for at in [300, 500] {
             b.handle_timeout(t0 + ms(at), &mut out);
-            assert!(!out.iter().any(is_graft), "grafted at {at} ms: {out:?}");
+            assert!(!out.iter().any(asks_3), "asked at {at} ms: {out:?}");
         }
         assert_eq!(b.stats().grafts_deferred, 2);
         // The parent goes quiet: the graft goes out once its last copy is a timeout old.
@@ -1358,18 +1387,12 @@ mod tests {
     #[test]
     fn a_message_that_arrives_in_time_cancels_the_graft() {
         let now = Instant::now();
-        let mut b = tree(1, &[2, 3]);
+        let mut b = announced(MessageId { origin: 9, seq: 0 }, now);
         let mut out = Vec::new();
-        b.on_prune(3);
-        let id = MessageId { origin: 9, seq: 0 };
-        b.on_ihave(3, ihave(id, 2), now);
         b.on_gossip(2, gossip(9, 0, 3), now, &mut pass, &mut out);
         out.clear();
         b.handle_timeout(now + Duration::from_secs(1), &mut out);
-        assert!(
-            !out.iter()
-                .any(|o| matches!(o, BroadcastOut::Send(_, BroadcastMessage::Graft { .. })))
-        );
+        assert!(!out.iter().any(asks_3), "{out:?}");
     }
 
     #[test]
@@ -1390,13 +1413,35 @@ mod tests {
     }
 
     #[test]
+    fn a_message_no_announcer_can_send_is_given_up_and_counted_lost() {
+        let now = Instant::now();
+        let id = MessageId { origin: 9, seq: 0 };
+        let mut b = announced(id, now);
+        let mut out = Vec::new();
+        b.neighbor_down(3);
+        b.handle_timeout(now + Duration::from_millis(300), &mut out);
+        assert!(!out.iter().any(asks_3), "{out:?}");
+        assert_eq!(b.stats().lost, 1);
+        assert_eq!(b.awaited_len(), 0);
+        assert_eq!(b.poll_timeout(), None);
+    }
+
+    #[test]
+    fn waits_grow_with_the_lag_within_their_bounds() {
+        let ms = Duration::from_millis;
+        assert_eq!(bounded_wait(ms(200), ms(0)), ms(200));
+        assert_eq!(bounded_wait(ms(200), ms(1500)), ms(1500));
+        assert_eq!(bounded_wait(ms(200), ms(60_000)), MAX_GRAFT_WAIT);
+        // A floor above the cap wins: the configured timeout is never cut.
+        assert_eq!(bounded_wait(ms(9_000), ms(0)), ms(9_000));
+    }
+
+    #[test]
     fn a_hole_in_a_flowing_origin_is_fetched_and_the_tree_left_alone() {
         let now = Instant::now();
-        let mut b = tree(1, &[2, 3]);
-        let mut out = Vec::new();
-        b.on_prune(3);
         let hole = MessageId { origin: 9, seq: 0 };
-        b.on_ihave(3, ihave(hole, 2), now);
+        let mut b = announced(hole, now);
+        let mut out = Vec::new();
         // The origin's later messages keep coming down the tree.
         let due = now + Duration::from_millis(300);
         b.on_gossip(2, gossip(9, 1, 1), due, &mut pass, &mut out);
@@ -1422,39 +1467,6 @@ mod tests {
             !b.eager_peers().contains(&3),
             "the fetch's answer leaves the link lazy too"
         );
-    }
-
-    #[test]
-    fn a_stalled_origin_is_grafted_and_the_late_eager_copy_prunes_nothing() {
-        let now = Instant::now();
-        let mut b = tree(1, &[2, 3]);
-        let mut out = Vec::new();
-        b.on_prune(3);
-        let id = MessageId { origin: 9, seq: 0 };
-        b.on_ihave(3, ihave(id, 2), now);
-        let due = now + Duration::from_millis(300);
-        b.handle_timeout(due, &mut out);
-        assert_eq!(
-            out,
-            vec![BroadcastOut::Send(
-                3,
-                BroadcastMessage::Graft { id: Some(id) }
-            )]
-        );
-        out.clear();
-        b.on_gossip(3, gossip(9, 0, 2), due, &mut pass, &mut out);
-        out.clear();
-        // The old parent was slow, not redundant: its late copy is no reason to cut it.
-        b.on_gossip(
-            2,
-            gossip(9, 0, 1),
-            due + Duration::from_millis(50),
-            &mut pass,
-            &mut out,
-        );
-        assert!(out.is_empty(), "{out:?}");
-        assert!(b.eager_peers().contains(&2));
-        assert_eq!(b.stats().duplicates, 1);
     }
 
     #[test]

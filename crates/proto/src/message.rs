@@ -76,6 +76,18 @@ pub enum MeshMessage<PI> {
     ProbeReply(Probe<PI>),
 }
 
+impl<PI> MeshMessage<PI> {
+    /// Whether this asks the receiver to send stored messages back (a graft or a fetch). Such
+    /// answers go against the tree's flow, and each request costs the receiver a full message:
+    /// runtimes limit these per peer and answer them best effort.
+    pub fn is_request(&self) -> bool {
+        matches!(
+            self,
+            Self::Broadcast(BroadcastMessage::Graft { .. } | BroadcastMessage::Fetch { .. })
+        )
+    }
+}
+
 /// HyParView's messages.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MembershipMessage<PI> {
