@@ -86,6 +86,11 @@ pub struct Counters {
     pub announcements_dropped: u64,
     /// Announced messages given up on (every announcer asked, none had it any more).
     pub lost: u64,
+    /// Resumes sent (also in `grafts_sent`): an origin's messages stopped coming and a
+    /// neighbor was asked for all of them from the first one missing.
+    pub resumes_sent: u64,
+    /// Stored messages sent answering resumes (also in `gossip_sent`).
+    pub resumed: u64,
     /// Prunes sent.
     pub prunes_sent: u64,
 }
@@ -93,35 +98,29 @@ pub struct Counters {
 impl Counters {
     /// What changed from `before` to `self`.
     pub fn since(&self, before: &Counters) -> Counters {
-        Counters {
-            received: self.received.saturating_sub(before.received),
-            duplicates: self.duplicates.saturating_sub(before.duplicates),
-            gossip_sent: self.gossip_sent.saturating_sub(before.gossip_sent),
-            ihave_sent: self.ihave_sent.saturating_sub(before.ihave_sent),
-            ihave_bytes: self.ihave_bytes.saturating_sub(before.ihave_bytes),
-            grafts_sent: self.grafts_sent.saturating_sub(before.grafts_sent),
-            grafts_deferred: self.grafts_deferred.saturating_sub(before.grafts_deferred),
-            announcements_dropped: self
-                .announcements_dropped
-                .saturating_sub(before.announcements_dropped),
-            lost: self.lost.saturating_sub(before.lost),
-            prunes_sent: self.prunes_sent.saturating_sub(before.prunes_sent),
-        }
+        self.combine(before, u64::saturating_sub)
     }
 
     /// The sum of two.
     pub fn plus(&self, other: &Counters) -> Counters {
+        self.combine(other, |a, b| a + b)
+    }
+
+    /// `op` applied field by field.
+    fn combine(&self, other: &Counters, op: impl Fn(u64, u64) -> u64) -> Counters {
         Counters {
-            received: self.received + other.received,
-            duplicates: self.duplicates + other.duplicates,
-            gossip_sent: self.gossip_sent + other.gossip_sent,
-            ihave_sent: self.ihave_sent + other.ihave_sent,
-            ihave_bytes: self.ihave_bytes + other.ihave_bytes,
-            grafts_sent: self.grafts_sent + other.grafts_sent,
-            grafts_deferred: self.grafts_deferred + other.grafts_deferred,
-            announcements_dropped: self.announcements_dropped + other.announcements_dropped,
-            lost: self.lost + other.lost,
-            prunes_sent: self.prunes_sent + other.prunes_sent,
+            received: op(self.received, other.received),
+            duplicates: op(self.duplicates, other.duplicates),
+            gossip_sent: op(self.gossip_sent, other.gossip_sent),
+            ihave_sent: op(self.ihave_sent, other.ihave_sent),
+            ihave_bytes: op(self.ihave_bytes, other.ihave_bytes),
+            grafts_sent: op(self.grafts_sent, other.grafts_sent),
+            grafts_deferred: op(self.grafts_deferred, other.grafts_deferred),
+            announcements_dropped: op(self.announcements_dropped, other.announcements_dropped),
+            lost: op(self.lost, other.lost),
+            resumes_sent: op(self.resumes_sent, other.resumes_sent),
+            resumed: op(self.resumed, other.resumed),
+            prunes_sent: op(self.prunes_sent, other.prunes_sent),
         }
     }
 }
@@ -218,6 +217,8 @@ impl Agent {
             grafts_deferred: s.broadcast.grafts_deferred,
             announcements_dropped: s.broadcast.announcements_dropped,
             lost: s.broadcast.lost,
+            resumes_sent: s.broadcast.resumes_sent,
+            resumed: s.broadcast.resumed,
             prunes_sent: s.broadcast.prunes_sent,
         })
     }

@@ -21,7 +21,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha12Rng;
 use ring::rand::SecureRandom;
 use tokio::sync::{Semaphore, mpsc, oneshot};
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use crate::envelope::{Envelope, EnvelopeRef};
 use crate::error::{JoinError, SendError};
@@ -194,7 +194,8 @@ pub(crate) fn spawn(setup: Setup) {
         _socket: socket,
     };
     drop(commands);
-    tokio::spawn(actor.run(rx, links_rx, internal_rx));
+    let span = tracing::info_span!("node", me = %peer_id.fmt_short());
+    tokio::spawn(actor.run(rx, links_rx, internal_rx).instrument(span));
 }
 
 /// The protocol core's random source, seeded from the operating system.
@@ -257,8 +258,9 @@ struct Actor {
     handshakes: Arc<Semaphore>,
     /// Inputs for the core that arose while carrying out its outputs.
     deferred: VecDeque<InEvent<PeerId>>,
-    /// The peer whose graft request is being answered, while its outputs are carried out
-    /// (set and cleared by [`Actor::on_link_event`]).
+    /// The peer whose graft or fetch is being answered, while its outputs are carried out
+    /// (set and cleared by [`Actor::on_link_event`]; see
+    /// [`MeshMessage::answered_best_effort`](peerchannel_proto::message::MeshMessage::answered_best_effort)).
     answering: Option<PeerId>,
     /// The frame of the last message pushed (see [`Actor::encode`]).
     last_gossip: Option<(MeshId, MessageId<PeerId>, u16, Bytes)>,
@@ -654,7 +656,7 @@ impl Actor {
                 if !self.gate_incoming(peer, &message) {
                     return;
                 }
-                let request = message.body.is_request();
+                let best_effort = message.body.answered_best_effort();
                 self.state.handle(
                     InEvent::Message {
                         from: peer,
@@ -663,8 +665,9 @@ impl Actor {
                     Instant::now(),
                 );
                 // What a graft or a fetch makes the core send back to its sender answers it:
-                // best effort (see `send_frame`).
-                self.answering = request.then_some(peer);
+                // best effort (see `send_frame`). A resume's answer is not (it runs down the
+                // tree link the resume made, like the pushes after it).
+                self.answering = best_effort.then_some(peer);
                 self.drain().await;
                 self.answering = None;
             }
@@ -944,9 +947,9 @@ impl Actor {
 
     async fn send_frame(&mut self, to: PeerId, frame: Bytes, lane: Lane) {
         let me = self.me;
-        // A graft's answer goes against the tree's flow: waiting for room for it could make two
-        // nodes wait on each other. If its queue is full it is dropped, and the asker grafts
-        // from another announcer.
+        // A graft's or a fetch's answer goes against the tree's flow: waiting for room for it
+        // could make two nodes wait on each other. If its queue is full it is dropped, and the
+        // asker asks another announcer.
         let best_effort = lane == Lane::Data && self.answering == Some(to);
         let entry = self.peers.entry(to).or_default();
         entry.unused_since = None;

@@ -46,6 +46,19 @@ const MAX_ORIGINS_FOLLOWED: usize = 1024;
 /// The longest a graft waits, however slow the tree has been.
 pub const MAX_GRAFT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// How often one neighbor's [`BroadcastMessage::Resume`] of one origin is answered at most: a
+/// resume costs up to the whole store, and an honest node asks once per break of its tree.
+pub const RESUME_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// (Neighbor, origin) pairs whose resume was answered within [`RESUME_INTERVAL`], at most;
+/// further resumes wait until older pairs are out of it.
+const MAX_RESUMES_ANSWERED: usize = 1024;
+
+/// The most messages one [`BroadcastMessage::Fetch`] asks for or is answered with: a run of
+/// missing messages up to this long is asked for at once. Its answer is sent best effort into
+/// a link queue of 512 frames, so a longer run would mostly be dropped there.
+pub const MAX_FETCH_RUN: u16 = 256;
+
 /// How many recent beacons are remembered.
 const BEACON_HISTORY: usize = 8;
 
@@ -135,6 +148,11 @@ pub struct BroadcastStats {
     pub grafts_deferred: u64,
     /// Announced messages given up on: every announcer was asked, and none sent it.
     pub lost: u64,
+    /// Resumes sent (also counted in `grafts_sent`): the tree stopped bringing an origin's
+    /// messages, and a neighbor was asked for all of them from the first one missing.
+    pub resumes_sent: u64,
+    /// Stored messages sent answering neighbors' resumes (also counted in `gossip_sent`).
+    pub resumed: u64,
 }
 
 /// What the broadcast layer asks of its surroundings.
@@ -172,6 +190,17 @@ struct Missing<PI> {
     /// Whether that request was a [`BroadcastMessage::Fetch`] (the tree left as it is) rather
     /// than a graft.
     fetched: bool,
+}
+
+/// A [`BroadcastMessage::Resume`] sent: later messages of its origin are its answer's to bring.
+#[derive(Debug, Clone, Copy)]
+struct Resuming<PI> {
+    /// The neighbor asked.
+    peer: PI,
+    /// The first sequence number asked for.
+    from: u64,
+    /// Until when later missing messages of the origin wait for the answer.
+    until: Instant,
 }
 
 /// How late eager copies have lately come after their first announcement: a maximum that
@@ -235,6 +264,11 @@ pub(crate) struct Broadcast<PI> {
     /// Per origin, the highest sequence number received and when it last rose. Bounded by
     /// [`MAX_ORIGINS_FOLLOWED`].
     progress: BTreeMap<PI, (u64, Instant)>,
+    /// Per origin, the resume sent for it last (at most one per origin followed).
+    resuming: HashMap<PI, Resuming<PI>>,
+    /// When each (neighbor, origin) resume was last answered. Bounded by
+    /// [`MAX_RESUMES_ANSWERED`].
+    resumes_answered: HashMap<(PI, PI), Instant>,
     stats: BroadcastStats,
 }
 
@@ -262,6 +296,8 @@ impl<PI: PeerIdentity> Broadcast<PI> {
             settling_until: None,
             pruned_at: BTreeMap::new(),
             progress: BTreeMap::new(),
+            resuming: HashMap::new(),
+            resumes_answered: HashMap::new(),
             stats: BroadcastStats::default(),
         }
     }
@@ -615,6 +651,49 @@ impl<PI: PeerIdentity> Broadcast<PI> {
         }
     }
 
+    /// How many messages from `id` on are missing in a row (at most [`MAX_FETCH_RUN`]); those
+    /// after `id` not asked for yet wait until `until` for the answer to `id`'s request.
+    fn await_run(&mut self, id: MessageId<PI>, until: Instant) -> u16 {
+        let mut count = 1;
+        while count < MAX_FETCH_RUN {
+            let Some(seq) = id.seq.checked_add(count.into()) else {
+                break;
+            };
+            let next = MessageId { seq, ..id };
+            let Some(missing) = self.missing.get_mut(&next) else {
+                break;
+            };
+            if missing.grafted_from.is_none() {
+                if let Some(timer) = missing.timer.replace(until) {
+                    self.graft_timers.remove(&(timer, next));
+                }
+                self.graft_timers.insert((until, next));
+            }
+            count += 1;
+        }
+        count
+    }
+
+    /// Remembers a resume sent, one per origin followed.
+    fn note_resume(&mut self, from: MessageId<PI>, peer: PI, until: Instant) {
+        if self.resuming.len() >= MAX_ORIGINS_FOLLOWED
+            && !self.resuming.contains_key(&from.origin)
+            && let Some(oldest) = self
+                .resuming
+                .iter()
+                .min_by_key(|(origin, r)| (r.until, **origin))
+                .map(|(origin, _)| *origin)
+        {
+            self.resuming.remove(&oldest);
+        }
+        let resuming = Resuming {
+            peer,
+            from: from.seq,
+            until,
+        };
+        self.resuming.insert(from.origin, resuming);
+    }
+
     /// Removes a missing message, keeping the count of grafts in flight.
     fn forget_missing(&mut self, id: &MessageId<PI>) -> Option<Missing<PI>> {
         let missing = self.missing.remove(id)?;
@@ -698,18 +777,66 @@ impl<PI: PeerIdentity> Broadcast<PI> {
             self.make_eager(from);
         }
         if let Some(id) = id {
-            self.answer(from, id, out);
+            self.answer(from, id, 1, out);
         }
     }
 
-    /// Sends a stored message to a neighbor that asked for it (graft or fetch). A message no
-    /// longer kept gets no answer: the asker tries its next announcer when its timer runs out.
-    pub(crate) fn answer(&mut self, from: PI, id: MessageId<PI>, out: &mut Vec<BroadcastOut<PI>>) {
-        if let Some(stored) = self.store.get(&id) {
+    /// Sends stored messages to a neighbor that asked for them (graft or fetch): `count` of
+    /// `id`'s origin from `id` on, at most [`MAX_FETCH_RUN`]. A message no longer kept gets no
+    /// answer: the asker tries its next announcer when its timer runs out.
+    pub(crate) fn answer(
+        &mut self,
+        from: PI,
+        id: MessageId<PI>,
+        count: u16,
+        out: &mut Vec<BroadcastOut<PI>>,
+    ) {
+        let seqs = (0..count.min(MAX_FETCH_RUN)).map_while(|i| id.seq.checked_add(i.into()));
+        for seq in seqs {
+            let Some(stored) = self.store.get(&MessageId { seq, ..id }) else {
+                continue;
+            };
             let mut gossip = stored.clone();
             gossip.hops = gossip.hops.saturating_add(1);
             self.stats.gossip_sent += 1;
             out.push(BroadcastOut::Send(from, BroadcastMessage::Gossip(gossip)));
+        }
+    }
+
+    /// A neighbor's [`BroadcastMessage::Resume`]: the link turns eager, as for a graft, and
+    /// every stored message of the origin from `from` on goes to it, oldest first, ahead of
+    /// whatever is pushed to it next. A neighbor asking again for the same origin within
+    /// [`RESUME_INTERVAL`] gets nothing: each answer may be the whole store.
+    pub(crate) fn on_resume(
+        &mut self,
+        peer: PI,
+        from: MessageId<PI>,
+        is_neighbor: bool,
+        now: Instant,
+        out: &mut Vec<BroadcastOut<PI>>,
+    ) {
+        if !is_neighbor {
+            return;
+        }
+        self.make_eager(peer);
+        let recent = |at: &Instant| now.saturating_duration_since(*at) < RESUME_INTERVAL;
+        if self.resumes_answered.len() >= MAX_RESUMES_ANSWERED {
+            self.resumes_answered.retain(|_, at| recent(at));
+        }
+        let key = (peer, from.origin);
+        if self.resumes_answered.get(&key).is_some_and(recent)
+            || (!self.resumes_answered.contains_key(&key)
+                && self.resumes_answered.len() >= MAX_RESUMES_ANSWERED)
+        {
+            return;
+        }
+        self.resumes_answered.insert(key, now);
+        for stored in self.store.since(from) {
+            let mut gossip = stored.clone();
+            gossip.hops = gossip.hops.saturating_add(1);
+            self.stats.gossip_sent += 1;
+            self.stats.resumed += 1;
+            out.push(BroadcastOut::Send(peer, BroadcastMessage::Gossip(gossip)));
         }
     }
 
@@ -821,6 +948,7 @@ impl<PI: PeerIdentity> Broadcast<PI> {
         self.lazy.remove(&peer);
         self.lazy_queue.remove(&peer);
         self.pruned_at.remove(&peer);
+        self.resuming.retain(|_, r| r.peer != peer);
         if let Some(r) = &mut self.rebuild {
             r.keep.remove(&peer);
             if r.parent == Some(peer) {
@@ -943,8 +1071,9 @@ impl<PI: PeerIdentity> Broadcast<PI> {
     /// timeout if the message still does not come.
     ///
     /// Addition to the paper: at most [`MAX_GRAFTS_IN_FLIGHT`] grafts wait for an answer at
-    /// once; a first graft beyond them waits `graft_timeout_2` and tries again, like a sender
-    /// waiting for room in its window. Under load the eager copies are merely late, and an
+    /// once; a first graft beyond them waits and tries again, like a sender waiting for room
+    /// in its window (each wait half as long as the message has waited, at least
+    /// `graft_timeout_2`). Under load the eager copies are merely late, and an
     /// unbounded number of grafts adds a second copy of each message to links already full,
     /// which makes them later still: measured with `peerchannel-bench` at saturation, runs
     /// fell into such storms (0.5-1.6 grafts per delivery, RMR 1.2-1.6). When a parent is
@@ -983,8 +1112,22 @@ impl<PI: PeerIdentity> Broadcast<PI> {
         // behind the ones arriving.
         let behind = flowing.is_some_and(|seq| seq < id.seq);
         let waited = now.saturating_duration_since(missing.first_at);
-        if missing.grafted_from.is_none() && (window_full || (behind && waited < MAX_GRAFT_WAIT)) {
-            let next = now.max(at) + self.config.graft_timeout_2;
+        // A resume of an earlier message of the origin is on its way: its answer brings this
+        // one too.
+        let resumed = flowing.is_none()
+            && self.resuming.get(&id.origin).is_some_and(|r| {
+                r.from < id.seq
+                    && now < r.until
+                    && (self.eager.contains(&r.peer) || self.lazy.contains(&r.peer))
+            });
+        if missing.grafted_from.is_none()
+            && (window_full || resumed || (behind && waited < MAX_GRAFT_WAIT))
+        {
+            // Each wait half as long as the message has waited so far: under load tens of
+            // thousands of announced ids wait at once, and re-arming each every
+            // `graft_timeout_2` took a third of the CPU of the bench's pause phase (64 million
+            // deferrals in 30 s over nine nodes).
+            let next = now.max(at) + bounded_wait(self.config.graft_timeout_2, waited / 2);
             missing.timer = Some(next);
             self.graft_timers.insert((next, id));
             self.stats.grafts_deferred += 1;
@@ -1021,13 +1164,39 @@ impl<PI: PeerIdentity> Broadcast<PI> {
         let next = at + bounded_wait(self.config.graft_timeout_2, self.lag.current(at));
         missing.timer = Some(next);
         self.graft_timers.insert((next, id));
+        // Addition to the paper: the messages right after a hole are often missing too (a
+        // tree change leaves a run of them between what the old parent sent and what the new
+        // one starts with): fetch the run at once and let its members wait for the answer.
+        // One by one, a run of hundreds took seconds under load, behind the window of grafts.
+        let count = if progressing {
+            self.await_run(id, next)
+        } else {
+            1
+        };
         if catch_up {
             self.caught_up.insert(id);
         }
         self.stats.grafts_sent += 1;
-        tracing::trace!(id = ?id, to = ?peer, catch_up, fetch = progressing, "graft");
+        // Addition to the paper: when the tree stopped bringing the origin altogether and
+        // nothing of it past this message has come, the messages after it are missing too
+        // (a parent that stalled or left): ask for them all at once, as one stream the asked
+        // neighbor sends in order under its link's backpressure. Grafted one by one, a gap of
+        // thousands under load took longer than the stores keep them (measured with
+        // `peerchannel-bench --pause-one 10`: a third to two thirds of the messages sent
+        // during the pause never reached the paused node's children).
+        let resume = !progressing
+            && self
+                .progress
+                .get(&id.origin)
+                .is_none_or(|(seq, _)| *seq < id.seq);
+        tracing::trace!(id = ?id, to = ?peer, catch_up, fetch = progressing, resume, "graft");
         let request = if progressing {
-            BroadcastMessage::Fetch { id }
+            BroadcastMessage::Fetch { id, count }
+        } else if resume {
+            self.make_eager(peer);
+            self.stats.resumes_sent += 1;
+            self.note_resume(id, peer, next);
+            BroadcastMessage::Resume { from: id }
         } else {
             self.make_eager(peer);
             BroadcastMessage::Graft { id: Some(id) }
@@ -1154,13 +1323,15 @@ mod tests {
         b
     }
 
-    /// Whether `o` asks 3 for a message (graft or fetch).
+    /// Whether `o` asks 3 for a message (graft, fetch or resume).
     fn asks_3(o: &BroadcastOut<u32>) -> bool {
         matches!(
             o,
             BroadcastOut::Send(
                 3,
-                BroadcastMessage::Graft { id: Some(_) } | BroadcastMessage::Fetch { .. }
+                BroadcastMessage::Graft { id: Some(_) }
+                    | BroadcastMessage::Fetch { .. }
+                    | BroadcastMessage::Resume { .. }
             )
         )
     }
@@ -1269,9 +1440,11 @@ mod tests {
         let id = MessageId { origin: 9, seq: 0 };
         let mut b = announced(id, now);
         let mut out = Vec::new();
-        assert_eq!(b.poll_timeout(), Some(now + Duration::from_millis(300)));
+        // A later message of the origin came, and nothing since: a hole in a quiet origin.
+        b.on_gossip(2, gossip(9, 1, 1), now, &mut pass, &mut out);
         b.handle_timeout(now + Duration::from_millis(299), &mut out);
-        assert!(out.is_empty());
+        assert!(!out.iter().any(asks_3), "{out:?}");
+        out.clear();
         b.handle_timeout(now + Duration::from_millis(300), &mut out);
         assert_eq!(
             out,
@@ -1298,6 +1471,7 @@ mod tests {
         assert!(out.is_empty(), "{out:?}");
         assert!(b.eager_peers().contains(&2));
         assert_eq!(b.stats().duplicates, 1);
+        assert_eq!(b.stats().resumes_sent, 0);
     }
 
     #[test]
@@ -1307,19 +1481,27 @@ mod tests {
         let mut out = Vec::new();
         b.on_prune(3);
         let extra = 10;
-        let announcements: Vec<_> = (0..(MAX_GRAFTS_IN_FLIGHT + extra) as u64)
-            .map(|seq| Announcement {
-                id: MessageId { origin: 9, seq },
+        // One message of each of many origins, so that each is asked for on its own (here
+        // with a resume each, since nothing of their origins came yet).
+        let announcements: Vec<_> = (0..(MAX_GRAFTS_IN_FLIGHT + extra) as u32)
+            .map(|origin| Announcement {
+                id: MessageId {
+                    origin: 100 + origin,
+                    seq: 0,
+                },
                 hops: 2,
                 catch_up: false,
             })
             .collect();
         b.on_ihave(3, Announced::group(&announcements), now);
-        let grafts = |out: &mut Vec<BroadcastOut<u32>>| -> Vec<u64> {
+        let grafts = |out: &mut Vec<BroadcastOut<u32>>| -> Vec<u32> {
             let ids = out
                 .iter()
+                .filter(|o| asks_3(o))
                 .filter_map(|o| match o {
-                    BroadcastOut::Send(3, BroadcastMessage::Graft { id: Some(id) }) => Some(id.seq),
+                    BroadcastOut::Send(_, BroadcastMessage::Resume { from }) => {
+                        Some(from.origin - 100)
+                    }
                     _ => None,
                 })
                 .collect();
@@ -1331,22 +1513,17 @@ mod tests {
         assert_eq!(grafts(&mut out).len(), MAX_GRAFTS_IN_FLIGHT);
         assert_eq!(b.stats().grafts_deferred, extra as u64);
 
-        // Answers free the window: the waiting grafts go out on a later turn (once the answers
-        // no longer look like the tree catching up, see the next test).
-        for seq in 0..extra as u64 {
-            b.on_gossip(3, gossip(9, seq, 3), t1, &mut pass, &mut out);
+        // Answers free the window: the waiting grafts go out on a later turn.
+        for origin in 0..extra as u32 {
+            b.on_gossip(3, gossip(100 + origin, 0, 3), t1, &mut pass, &mut out);
         }
         out.clear();
-        let turn = b.config.graft_timeout_2;
-        let mut sent = Vec::new();
-        for t in [t1 + turn, t1 + turn * 2] {
-            b.handle_timeout(t, &mut out);
-            sent.extend(grafts(&mut out));
-        }
+        b.handle_timeout(t1 + b.config.graft_timeout_2, &mut out);
+        let mut sent = grafts(&mut out);
         sent.sort_unstable();
-        let retried: Vec<u64> = (extra as u64..MAX_GRAFTS_IN_FLIGHT as u64).collect();
-        let waited: Vec<u64> =
-            (MAX_GRAFTS_IN_FLIGHT as u64..(MAX_GRAFTS_IN_FLIGHT + extra) as u64).collect();
+        let retried: Vec<u32> = (extra as u32..MAX_GRAFTS_IN_FLIGHT as u32).collect();
+        let waited: Vec<u32> =
+            (MAX_GRAFTS_IN_FLIGHT as u32..(MAX_GRAFTS_IN_FLIGHT + extra) as u32).collect();
         assert!(
             waited.iter().all(|seq| sent.contains(seq)),
             "the deferred grafts are sent once answers free the window: {sent:?}"
@@ -1373,15 +1550,19 @@ mod tests {
             b.on_gossip(2, gossip(9, seq, 1), t0 + ms(at), &mut pass, &mut out);
         }
         out.clear();
-        let is_graft = |o: &BroadcastOut<u32>| matches!(o, BroadcastOut::Send(3, BroadcastMessage::Graft { id: Some(i) }) if *i == id);
+        let is_resume = |o: &BroadcastOut<u32>| matches!(o, BroadcastOut::Send(3, BroadcastMessage::Resume { from }) if *from == id);
         for at in [300, 500] {
             b.handle_timeout(t0 + ms(at), &mut out);
             assert!(!out.iter().any(asks_3), "asked at {at} ms: {out:?}");
         }
         assert_eq!(b.stats().grafts_deferred, 2);
-        // The parent goes quiet: the graft goes out once its last copy is a timeout old.
-        b.handle_timeout(t0 + ms(700), &mut out);
-        assert!(out.iter().any(is_graft), "{out:?}");
+        // The parent goes quiet: the graft goes out at the first look after its last copy is
+        // a timeout old (the looks come farther apart as the message waits: 300, 500, 750
+        // ms), as a resume (nothing of the origin after it has come).
+        b.handle_timeout(t0 + ms(749), &mut out);
+        assert!(!out.iter().any(asks_3), "{out:?}");
+        b.handle_timeout(t0 + ms(750), &mut out);
+        assert!(out.iter().any(is_resume), "{out:?}");
     }
 
     #[test]
@@ -1410,6 +1591,163 @@ mod tests {
                 BroadcastMessage::Gossip(gossip(9, 0, 2))
             )]
         );
+    }
+
+    #[test]
+    fn a_stalled_origin_is_resumed_with_one_request_and_its_gap_streams_in() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut b = tree(1, &[2, 3]);
+        b.on_prune(3);
+        let mut out = Vec::new();
+        for seq in 0..3 {
+            b.on_gossip(2, gossip(9, seq, 1), t0, &mut pass, &mut out);
+        }
+        // The parent stalls; the lazy neighbor tells of everything after.
+        let gap: Vec<_> = (3..20)
+            .map(|seq| Announcement {
+                id: MessageId { origin: 9, seq },
+                hops: 2,
+                catch_up: false,
+            })
+            .collect();
+        b.on_ihave(3, Announced::group(&gap), t0 + ms(10));
+        out.clear();
+        b.handle_timeout(t0 + ms(310), &mut out);
+        let asked: Vec<_> = out.iter().filter(|o| asks_3(o)).collect();
+        assert_eq!(
+            asked,
+            vec![&BroadcastOut::Send(
+                3,
+                BroadcastMessage::Resume {
+                    from: MessageId { origin: 9, seq: 3 }
+                }
+            )],
+            "one request for the whole gap"
+        );
+        assert!(b.eager_peers().contains(&3), "a resume is a graft");
+        assert_eq!(b.stats().resumes_sent, 1);
+        assert_eq!(b.stats().grafts_deferred, 16);
+        // The answer streams in, in order: the rest wait behind it and nobody else is asked.
+        out.clear();
+        for seq in 3..10 {
+            b.on_gossip(3, gossip(9, seq, 3), t0 + ms(350), &mut pass, &mut out);
+        }
+        b.handle_timeout(t0 + ms(510), &mut out);
+        assert!(!out.iter().any(asks_3), "{out:?}");
+        for seq in 10..20 {
+            b.on_gossip(3, gossip(9, seq, 3), t0 + ms(520), &mut pass, &mut out);
+        }
+        assert_eq!(b.awaited_len(), 0);
+        assert_eq!(b.stats().received, 20);
+        assert_eq!(b.stats().grafts_sent, 1);
+    }
+
+    #[test]
+    fn a_resume_is_answered_with_the_stored_gap_in_order_once_per_interval() {
+        let now = Instant::now();
+        let mut b = tree(1, &[2, 3]);
+        let mut out = Vec::new();
+        for seq in 0..5 {
+            b.on_gossip(2, gossip(9, seq, 1), now, &mut pass, &mut out);
+        }
+        b.on_gossip(2, gossip(7, 0, 1), now, &mut pass, &mut out);
+        b.on_prune(3);
+        out.clear();
+        let from = MessageId { origin: 9, seq: 2 };
+        let gap: Vec<_> = (2..5)
+            .map(|seq| BroadcastOut::Send(3, BroadcastMessage::Gossip(gossip(9, seq, 2))))
+            .collect();
+        b.on_resume(3, from, true, now, &mut out);
+        assert_eq!(
+            out, gap,
+            "the origin's messages from the one asked, in order"
+        );
+        assert!(b.eager_peers().contains(&3));
+        assert_eq!(b.stats().resumed, 3);
+        out.clear();
+        b.on_resume(3, from, true, now + RESUME_INTERVAL / 2, &mut out);
+        assert!(out.is_empty(), "asked again too soon: {out:?}");
+        b.on_resume(3, from, true, now + RESUME_INTERVAL, &mut out);
+        assert_eq!(out, gap);
+        out.clear();
+        b.on_resume(4, from, false, now, &mut out);
+        assert!(out.is_empty(), "only neighbors are answered: {out:?}");
+        assert!(!b.eager_peers().contains(&4));
+    }
+
+    #[test]
+    fn a_run_of_holes_is_fetched_with_one_request() {
+        let now = Instant::now();
+        let mut b = tree(1, &[2, 3]);
+        b.on_prune(3);
+        let run: Vec<_> = (0..5)
+            .map(|seq| Announcement {
+                id: MessageId { origin: 9, seq },
+                hops: 2,
+                catch_up: false,
+            })
+            .collect();
+        b.on_ihave(3, Announced::group(&run), now);
+        let mut out = Vec::new();
+        // The tree brings the origin again, from a later message on.
+        let due = now + Duration::from_millis(300);
+        b.on_gossip(2, gossip(9, 10, 1), due, &mut pass, &mut out);
+        out.clear();
+        b.handle_timeout(due, &mut out);
+        let fetch = BroadcastMessage::Fetch {
+            id: MessageId { origin: 9, seq: 0 },
+            count: 5,
+        };
+        assert_eq!(
+            out.iter().filter(|o| asks_3(o)).collect::<Vec<_>>(),
+            vec![&BroadcastOut::Send(3, fetch)]
+        );
+        // The run's other members wait for the answer instead of asking on their own.
+        out.clear();
+        b.handle_timeout(due + Duration::from_millis(199), &mut out);
+        assert!(!out.iter().any(asks_3), "{out:?}");
+        for seq in 0..5 {
+            b.on_gossip(3, gossip(9, seq, 2), due, &mut pass, &mut out);
+        }
+        assert_eq!(b.awaited_len(), 0);
+        assert_eq!(b.stats().grafts_sent, 1);
+    }
+
+    #[test]
+    fn a_fetch_is_answered_with_the_run_it_asks_for_within_the_cap() {
+        let now = Instant::now();
+        let mut b = tree(1, &[2, 3]);
+        let mut out = Vec::new();
+        for seq in 0..5 {
+            b.on_gossip(2, gossip(9, seq, 1), now, &mut pass, &mut out);
+        }
+        out.clear();
+        b.answer(3, MessageId { origin: 9, seq: 1 }, 3, &mut out);
+        let seqs = |out: &[BroadcastOut<u32>]| -> Vec<u64> {
+            out.iter()
+                .filter_map(|o| match o {
+                    BroadcastOut::Send(3, BroadcastMessage::Gossip(g)) => Some(g.id.seq),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_eq!(seqs(&out), vec![1, 2, 3]);
+        out.clear();
+        b.answer(3, MessageId { origin: 9, seq: 3 }, u16::MAX, &mut out);
+        assert_eq!(seqs(&out), vec![3, 4], "only what is kept");
+        out.clear();
+        // Sequence numbers at the end of the range end the run; nothing wraps.
+        b.answer(
+            3,
+            MessageId {
+                origin: 9,
+                seq: u64::MAX,
+            },
+            5,
+            &mut out,
+        );
+        assert!(out.is_empty());
     }
 
     #[test]
@@ -1451,7 +1789,10 @@ mod tests {
         b.handle_timeout(due, &mut out);
         assert_eq!(
             out,
-            vec![BroadcastOut::Send(3, BroadcastMessage::Fetch { id: hole })]
+            vec![BroadcastOut::Send(
+                3,
+                BroadcastMessage::Fetch { id: hole, count: 1 }
+            )]
         );
         assert!(
             !b.eager_peers().contains(&3),

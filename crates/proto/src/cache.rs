@@ -210,6 +210,18 @@ impl<PI: PeerIdentity> Store<PI> {
     pub(crate) fn bytes(&self) -> usize {
         self.bytes
     }
+
+    /// The stored messages of `from`'s origin from its sequence number on, in order.
+    pub(crate) fn since(&self, from: MessageId<PI>) -> Vec<&Gossip<PI>> {
+        let mut out: Vec<_> = self
+            .order
+            .iter()
+            .filter(|(_, id)| id.origin == from.origin && id.seq >= from.seq)
+            .filter_map(|(_, id)| self.map.get(id))
+            .collect();
+        out.sort_unstable_by_key(|g| g.id.seq);
+        out
+    }
 }
 
 #[cfg(test)]
@@ -269,6 +281,20 @@ mod tests {
             .map(|g| g.id.seq)
             .collect();
         assert_eq!(recent, vec![2, 3]);
+        s.insert(gossip(0, 10), t0);
+        let mut other = gossip(7, 10);
+        other.id.origin = 2;
+        s.insert(other, t0);
+        let since: Vec<_> = s
+            .since(id(2))
+            .iter()
+            .map(|g| (g.id.origin, g.id.seq))
+            .collect();
+        assert_eq!(
+            since,
+            vec![(1, 2), (1, 3)],
+            "its origin only, from the given number, in order"
+        );
         s.expire(t0 + Duration::from_secs(10));
         assert_eq!(s.bytes(), 0);
     }

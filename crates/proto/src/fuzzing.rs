@@ -179,7 +179,8 @@ pub fn frame_seeds() -> Vec<Vec<u8>> {
         MeshMessage::Broadcast(BroadcastMessage::Graft { id: Some(id) }),
         MeshMessage::Broadcast(BroadcastMessage::Prune),
         MeshMessage::Broadcast(BroadcastMessage::Parent { beacon: id }),
-        MeshMessage::Broadcast(BroadcastMessage::Fetch { id }),
+        MeshMessage::Broadcast(BroadcastMessage::Fetch { id, count: 12 }),
+        MeshMessage::Broadcast(BroadcastMessage::Resume { from: id }),
         MeshMessage::Probe(Probe {
             recent: vec![RecentId { id, age_ms: 2500 }],
             data: None,
@@ -407,7 +408,8 @@ enum Body {
     Graft(Option<IdChoice>),
     Prune,
     Parent(IdChoice),
-    Fetch(IdChoice),
+    Fetch(IdChoice, u16),
+    Resume(IdChoice),
     Probe(Few<(IdChoice, u32), 8>, Option<Data>),
     ProbeReply(Few<(IdChoice, u32), 8>, Option<Data>),
 }
@@ -774,7 +776,13 @@ impl Harness {
             Body::Parent(id) => MeshMessage::Broadcast(BroadcastMessage::Parent {
                 beacon: self.id(id),
             }),
-            Body::Fetch(id) => MeshMessage::Broadcast(BroadcastMessage::Fetch { id: self.id(id) }),
+            Body::Fetch(id, count) => MeshMessage::Broadcast(BroadcastMessage::Fetch {
+                id: self.id(id),
+                count,
+            }),
+            Body::Resume(id) => {
+                MeshMessage::Broadcast(BroadcastMessage::Resume { from: self.id(id) })
+            }
             Body::Probe(recent, data) => MeshMessage::Probe(Probe {
                 recent: self.recent(recent),
                 data: data.map(peer_data),

@@ -77,10 +77,26 @@ pub enum MeshMessage<PI> {
 }
 
 impl<PI> MeshMessage<PI> {
-    /// Whether this asks the receiver to send stored messages back (a graft or a fetch). Such
-    /// answers go against the tree's flow, and each request costs the receiver a full message:
-    /// runtimes limit these per peer and answer them best effort.
+    /// Whether this asks the receiver to send stored messages back (a graft, a resume or a
+    /// fetch). Each request costs the receiver at least a full message: runtimes limit these
+    /// per peer.
     pub fn is_request(&self) -> bool {
+        matches!(
+            self,
+            Self::Broadcast(
+                BroadcastMessage::Graft { .. }
+                    | BroadcastMessage::Resume { .. }
+                    | BroadcastMessage::Fetch { .. }
+            )
+        )
+    }
+
+    /// Whether the answer to this request goes against the tree's flow: a graft's or a fetch's
+    /// single message. Runtimes send such answers best effort (waiting for room for them could
+    /// make two nodes wait on each other). The answer to a [`BroadcastMessage::Resume`] is not
+    /// one: it runs down the link the resume has just made a tree link, like the eager pushes
+    /// that follow it, and is held back by the same backpressure.
+    pub fn answered_best_effort(&self) -> bool {
         matches!(
             self,
             Self::Broadcast(BroadcastMessage::Graft { .. } | BroadcastMessage::Fetch { .. })
@@ -204,12 +220,24 @@ pub enum BroadcastMessage<PI> {
         /// The beacon.
         beacon: MessageId<PI>,
     },
-    /// "Send me this message" and nothing more: unlike a graft, the tree stays as it is. Asked
-    /// for a message missing while the tree still brings its origin's newer ones (a hole, not
-    /// a broken link).
+    /// "Send me these messages" and nothing more: unlike a graft, the tree stays as it is.
+    /// Asked for messages missing while the tree still brings their origin's newer ones (a
+    /// hole, or a run of them after the tree changed, not a broken link).
     Fetch {
-        /// The message wanted.
+        /// The first message wanted.
         id: MessageId<PI>,
+        /// How many of its origin's messages, from `id` on, are wanted (at most
+        /// [`crate::broadcast::MAX_FETCH_RUN`] are answered).
+        count: u16,
+    },
+    /// "Send me this message and every later one of its origin you still keep, in order, and
+    /// push eagerly to me from now on": a graft that also refills the gap. Asked when the tree
+    /// stopped bringing an origin's messages altogether (the parent stalled or left), so the
+    /// asker has none of them past `from`; the answer then comes as one stream behind the
+    /// link's backpressure instead of one graft per missing message.
+    Resume {
+        /// The first message wanted.
+        from: MessageId<PI>,
     },
 }
 

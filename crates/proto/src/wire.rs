@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// The wire version written in every frame. Bumped whenever a message gains a field.
-pub const WIRE_VERSION: u8 = 3;
+pub const WIRE_VERSION: u8 = 4;
 
 /// Bytes before the frame body: the length prefix.
 pub const LEN_PREFIX: usize = 4;
