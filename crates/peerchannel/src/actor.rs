@@ -950,7 +950,15 @@ impl Actor {
         // A graft's or a fetch's answer goes against the tree's flow: waiting for room for it
         // could make two nodes wait on each other. If its queue is full it is dropped, and the
         // asker asks another announcer.
-        let best_effort = lane == Lane::Data && self.answering == Some(to);
+        // So is every data frame to a neighbor found stuck in this same round: the core routes
+        // around it once the outputs are carried out, and a resume's answer alone may be
+        // thousands of frames, each of which would wait again.
+        let found_stuck = || {
+            self.deferred
+                .iter()
+                .any(|e| matches!(e, InEvent::PeerSlow { peer } if *peer == to))
+        };
+        let best_effort = lane == Lane::Data && (self.answering == Some(to) || found_stuck());
         let entry = self.peers.entry(to).or_default();
         entry.unused_since = None;
         let Some(link) = entry.current(me, to) else {

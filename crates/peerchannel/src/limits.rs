@@ -13,9 +13,10 @@ pub struct Limits {
     pub frames_per_second: u32,
     /// Frames a peer may send in a burst above the sustained rate. Default 200,000.
     pub frames_burst: u32,
-    /// Graft requests (each makes this node re-send a stored message) per second from one
-    /// peer. Default 5,000, burst twice that: a node catching up asks for at most a few
-    /// hundred at once.
+    /// Requests for stored messages (grafts, fetches of up to 256, resumes: see
+    /// [`peerchannel_proto::message::BroadcastMessage`]) per second from one peer. Default
+    /// 5,000, burst twice that: a node catching up asks for at most a few hundred at once. The
+    /// core answers a peer's resume of one origin at most once a second, whatever this allows.
     pub grafts_per_second: u32,
     /// Bytes waiting to be sent to one peer. Beyond it, full messages to that peer are routed
     /// around (it becomes lazy), and if even the protocol's own small frames pile up past it,
