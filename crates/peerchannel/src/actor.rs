@@ -258,9 +258,8 @@ struct Actor {
     handshakes: Arc<Semaphore>,
     /// Inputs for the core that arose while carrying out its outputs.
     deferred: VecDeque<InEvent<PeerId>>,
-    /// The peer whose graft or fetch is being answered, while its outputs are carried out
-    /// (set and cleared by [`Actor::on_link_event`]; see
-    /// [`MeshMessage::answered_best_effort`](peerchannel_proto::message::MeshMessage::answered_best_effort)).
+    /// The peer whose request (graft, fetch or resume) is being answered, while its outputs are
+    /// carried out (set and cleared by [`Actor::on_link_event`]).
     answering: Option<PeerId>,
     /// The frame of the last message pushed (see [`Actor::encode`]).
     last_gossip: Option<(MeshId, MessageId<PeerId>, u16, Bytes)>,
@@ -656,7 +655,7 @@ impl Actor {
                 if !self.gate_incoming(peer, &message) {
                     return;
                 }
-                let best_effort = message.body.answered_best_effort();
+                let request = message.body.is_request();
                 self.state.handle(
                     InEvent::Message {
                         from: peer,
@@ -664,10 +663,9 @@ impl Actor {
                     },
                     Instant::now(),
                 );
-                // What a graft or a fetch makes the core send back to its sender answers it:
-                // best effort (see `send_frame`). A resume's answer is not (it runs down the
-                // tree link the resume made, like the pushes after it).
-                self.answering = best_effort.then_some(peer);
+                // What a graft, a fetch or a resume makes the core send back to its sender
+                // answers it: best effort (see `send_frame`).
+                self.answering = request.then_some(peer);
                 self.drain().await;
                 self.answering = None;
             }
@@ -947,9 +945,9 @@ impl Actor {
 
     async fn send_frame(&mut self, to: PeerId, frame: Bytes, lane: Lane) {
         let me = self.me;
-        // A graft's or a fetch's answer goes against the tree's flow: waiting for room for it
-        // could make two nodes wait on each other. If its queue is full it is dropped, and the
-        // asker asks another announcer.
+        // The answer to a request goes against the tree's flow (or, for a resume, may be the
+        // whole store): waiting for room for it could make two nodes wait on each other, or
+        // hold this node up. What the queue does not take is dropped, and the asker asks again.
         // So is every data frame to a neighbor found stuck in this same round: the core routes
         // around it once the outputs are carried out, and a resume's answer alone may be
         // thousands of frames, each of which would wait again.

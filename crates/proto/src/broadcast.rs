@@ -1180,7 +1180,8 @@ impl<PI: PeerIdentity> Broadcast<PI> {
         // Addition to the paper: when the tree stopped bringing the origin altogether and
         // nothing of it past this message has come, the messages after it are missing too
         // (a parent that stalled or left): ask for them all at once, as one stream the asked
-        // neighbor sends in order under its link's backpressure. Grafted one by one, a gap of
+        // neighbor sends in order (as far as its queue to us takes them; the rest are then
+        // fetched in runs, see `await_run`). Grafted one by one, a gap of
         // thousands under load took longer than the stores keep them (measured with
         // `peerchannel-bench --pause-one 10`: a third to two thirds of the messages sent
         // during the pause never reached the paused node's children).

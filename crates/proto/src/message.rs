@@ -79,7 +79,9 @@ pub enum MeshMessage<PI> {
 impl<PI> MeshMessage<PI> {
     /// Whether this asks the receiver to send stored messages back (a graft, a resume or a
     /// fetch). Each request costs the receiver at least a full message: runtimes limit these
-    /// per peer.
+    /// per peer, and send the answers best effort (as far as the link's queue takes them:
+    /// waiting for room for them could make two nodes wait on each other, or hold a node up
+    /// for the length of a resume's answer).
     pub fn is_request(&self) -> bool {
         matches!(
             self,
@@ -88,18 +90,6 @@ impl<PI> MeshMessage<PI> {
                     | BroadcastMessage::Resume { .. }
                     | BroadcastMessage::Fetch { .. }
             )
-        )
-    }
-
-    /// Whether the answer to this request goes against the tree's flow: a graft's or a fetch's
-    /// single message. Runtimes send such answers best effort (waiting for room for them could
-    /// make two nodes wait on each other). The answer to a [`BroadcastMessage::Resume`] is not
-    /// one: it runs down the link the resume has just made a tree link, like the eager pushes
-    /// that follow it, and is held back by the same backpressure.
-    pub fn answered_best_effort(&self) -> bool {
-        matches!(
-            self,
-            Self::Broadcast(BroadcastMessage::Graft { .. } | BroadcastMessage::Fetch { .. })
         )
     }
 }
@@ -233,8 +223,8 @@ pub enum BroadcastMessage<PI> {
     /// "Send me this message and every later one of its origin you still keep, in order, and
     /// push eagerly to me from now on": a graft that also refills the gap. Asked when the tree
     /// stopped bringing an origin's messages altogether (the parent stalled or left), so the
-    /// asker has none of them past `from`; the answer then comes as one stream behind the
-    /// link's backpressure instead of one graft per missing message.
+    /// asker has none of them past `from`; the gap then comes as one stream, in order, instead
+    /// of one graft per missing message (what the link's queue does not take is fetched).
     Resume {
         /// The first message wanted.
         from: MessageId<PI>,
