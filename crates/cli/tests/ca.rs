@@ -2,7 +2,7 @@
 //! that they are ordinary X.509 (`openssl verify` accepts a member certificate, when openssl is
 //! installed).
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -2,7 +2,7 @@
 //! exactly once, with the right nick and no echo; after one is killed the others carry on;
 //! `q` and the end of input leave and exit 0.
 
-mod common;
+use crate::common;
 
 use common::*;
 

@@ -1,6 +1,6 @@
 //! `peerchannel identity new` and `show`.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 

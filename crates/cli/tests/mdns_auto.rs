@@ -3,9 +3,8 @@
 //! when it comes back, the nodes register with it again and it is used again. Each test runs
 //! in a network namespace of its own with only loopback.
 
-mod mdns_common;
-#[path = "../../peerchannel/tests/netns/mod.rs"]
-mod netns;
+use crate::mdns_common;
+use crate::netns;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -36,7 +35,7 @@ fn chat_without_mdns_peers(nick: &str, url: &str) -> Proc {
 
 #[test]
 fn auto_uses_a_live_resolver() {
-    netns::isolated("auto_uses_a_live_resolver", || {
+    netns::isolated("mdns_auto::auto_uses_a_live_resolver", || {
         let (_resolver, url) = resolver(RESOLVER, 60);
         let nicks = ["ann", "ben", "cat"];
         let mut procs: Vec<Proc> = nicks
@@ -66,7 +65,7 @@ fn auto_uses_a_live_resolver() {
 #[test]
 fn auto_falls_back_to_mdns_and_returns_to_the_resolver() {
     netns::isolated(
-        "auto_falls_back_to_mdns_and_returns_to_the_resolver",
+        "mdns_auto::auto_falls_back_to_mdns_and_returns_to_the_resolver",
         || {
             let (mut resolver_proc, url) = resolver(RESOLVER, 10);
             let mut ann = Proc::chat("ann", "soccerpals", &["--resolver", &url]);

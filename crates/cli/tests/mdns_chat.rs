@@ -2,9 +2,8 @@
 //! processes on one host find each other with mDNS alone and every line reaches every other
 //! process exactly once. Each test runs in a network namespace of its own with only loopback.
 
-mod mdns_common;
-#[path = "../../peerchannel/tests/netns/mod.rs"]
-mod netns;
+use crate::mdns_common;
+use crate::netns;
 
 use std::time::Instant;
 
@@ -45,24 +44,27 @@ fn mdns_chats(mesh: &str, nicks: &[&str]) {
 
 #[test]
 fn two_chat_processes_talk_with_mdns_alone() {
-    netns::isolated("two_chat_processes_talk_with_mdns_alone", || {
+    netns::isolated("mdns_chat::two_chat_processes_talk_with_mdns_alone", || {
         mdns_chats("soccerpals", &["alice", "bob"]);
     });
 }
 
 #[test]
 fn five_chat_processes_talk_with_mdns_alone() {
-    netns::isolated("five_chat_processes_talk_with_mdns_alone", || {
-        mdns_chats(
-            "net.p2p://soccerpals/chat",
-            &["ann", "ben", "cat", "dan", "eve"],
-        );
-    });
+    netns::isolated(
+        "mdns_chat::five_chat_processes_talk_with_mdns_alone",
+        || {
+            mdns_chats(
+                "net.p2p://soccerpals/chat",
+                &["ann", "ben", "cat", "dan", "eve"],
+            );
+        },
+    );
 }
 
 #[test]
 fn zero_configuration_is_mdns() {
-    netns::isolated("zero_configuration_is_mdns", || {
+    netns::isolated("mdns_chat::zero_configuration_is_mdns", || {
         // No --discovery, no --resolver, no --peer: the default finds the other with mDNS.
         let mut a = Proc::chat("alice", "soccerpals", &[]);
         let mut b = Proc::chat("bob", "soccerpals", &[]);

@@ -2,7 +2,7 @@
 //! a wrong password prints one clear line and gets nothing from the mesh; the password is in
 //! no output.
 
-mod common;
+use crate::common;
 
 use common::*;
 

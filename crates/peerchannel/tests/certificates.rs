@@ -2,7 +2,7 @@
 //! and deliver; a certificate from another CA, an expired one, none, or one for another key is
 //! refused with its reason, on a link that stays up for anything else.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, SystemTime};
 

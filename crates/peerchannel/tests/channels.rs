@@ -1,6 +1,6 @@
 //! Typed messages between nodes over real QUIC on loopback.
 
-mod common;
+use crate::common;
 
 use common::*;
 use peerchannel::MeshOptions;

@@ -1,7 +1,7 @@
 //! A node that dies without a goodbye is noticed through the link timeout (about 3 s), the
 //! mesh repairs, and the others keep exchanging messages.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,6 @@
 //! Online, offline and neighbor events arrive in order, and leaving says goodbye at once.
 
-mod common;
+use crate::common;
 
 use common::*;
 use peerchannel::{DisconnectReason, Event, MeshOptions};

@@ -1,6 +1,6 @@
 //! A propagation filter decides, per message, whether to deliver it here and pass it on.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -46,11 +46,12 @@ fn seeds_are_current() {
     assert!(
         replay::committed_seeds(TARGET) == fuzzing::seeds(),
         "fuzz/corpus/{TARGET}/seed-* are stale: rewrite them with `cargo test -p peerchannel \
-         --test fuzz_equivalents -- --ignored write_seed_corpus`"
+         --test integration -- --ignored fuzz_equivalents::write_seed_corpus`"
     );
 }
 
-/// Writes the seed files (`cargo test -p peerchannel --test fuzz_equivalents -- --ignored`).
+/// Writes the seed files (`cargo test -p peerchannel --test integration -- --ignored
+/// fuzz_equivalents::write_seed_corpus`).
 #[test]
 #[ignore]
 fn write_seed_corpus() {

@@ -1,6 +1,6 @@
 //! Garbage sent to a node's UDP port does not disturb it.
 
-mod common;
+use crate::common;
 
 use common::*;
 use peerchannel::MeshOptions;

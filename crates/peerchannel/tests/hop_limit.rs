@@ -1,6 +1,6 @@
 //! A hop limit of 1 reaches the sender's neighbors only; 2 reaches their neighbors too.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

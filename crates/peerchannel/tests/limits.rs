@@ -1,6 +1,6 @@
 //! A neighbor that floods the node past its limits is cut off; the others carry on.
 
-mod common;
+use crate::common;
 
 use common::*;
 use peerchannel::tls::{self, ExpectedPeer, LinkConfig};

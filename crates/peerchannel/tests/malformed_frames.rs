@@ -5,7 +5,7 @@
 //! ignores what is harmless), stays up, and the three keep delivering. (Junk at the UDP port,
 //! before any handshake: `garbage.rs`.)
 
-mod common;
+use crate::common;
 
 use common::security::RawPeer;
 use common::*;

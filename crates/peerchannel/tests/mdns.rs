@@ -2,8 +2,8 @@
 //! with only loopback (see `netns`): nodes find each other with no server, meshes advertise
 //! independently, a leave withdraws the record, and hostile records change nothing.
 
-mod common;
-mod netns;
+use crate::common;
+use crate::netns;
 
 use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, UdpSocket};
@@ -19,7 +19,7 @@ use common::{neighbors_at_least, within};
 
 /// The name of the helper test that runs the node to be killed, and the variable that tells
 /// it to run.
-const KILLED_NODE_HELPER: &str = "killed_node_helper";
+const KILLED_NODE_HELPER: &str = "mdns::killed_node_helper";
 const KILLED_NODE_ENV: &str = "PEERCHANNEL_TEST_KILLED_NODE";
 
 /// How long past the TTL a killed node may stay listed: timers, and the last answer it gave.
@@ -67,7 +67,7 @@ async fn until_nearby(
 
 #[test]
 fn nodes_find_each_other_with_mdns_alone() {
-    netns::isolated("nodes_find_each_other_with_mdns_alone", || {
+    netns::isolated("mdns::nodes_find_each_other_with_mdns_alone", || {
         runtime().block_on(async {
             let started = Instant::now();
             let nodes = [mdns_node().await, mdns_node().await, mdns_node().await];
@@ -102,7 +102,7 @@ fn nodes_find_each_other_with_mdns_alone() {
 #[test]
 fn meshes_advertise_independently_and_leaving_withdraws() {
     netns::isolated(
-        "meshes_advertise_independently_and_leaving_withdraws",
+        "mdns::meshes_advertise_independently_and_leaving_withdraws",
         || {
             runtime().block_on(async {
                 let observer = MdnsResolver::new().unwrap();
@@ -163,7 +163,7 @@ fn meshes_advertise_independently_and_leaving_withdraws() {
 
 #[test]
 fn a_killed_node_expires_within_the_record_ttl() {
-    netns::isolated("a_killed_node_expires_within_the_record_ttl", || {
+    netns::isolated("mdns::a_killed_node_expires_within_the_record_ttl", || {
         runtime().block_on(async {
             // No verification: only the records' TTL makes a dead node go, as in the nodes'
             // own resolvers.
@@ -231,7 +231,7 @@ fn killed_node_helper() {
 #[test]
 fn hostile_records_are_ignored_without_disturbing_the_nodes() {
     netns::isolated(
-        "hostile_records_are_ignored_without_disturbing_the_nodes",
+        "mdns::hostile_records_are_ignored_without_disturbing_the_nodes",
         || {
             runtime().block_on(async {
                 let observer = MdnsResolver::new().unwrap();

@@ -1,7 +1,7 @@
 //! The maximum message size: a larger send is an error to the sender, and a receiver refuses a
 //! larger frame without allocating it, and stays up.
 
-mod common;
+use crate::common;
 
 use common::*;
 use peerchannel::{Identity, MeshOptions, Node, NodeConfig, SendError};

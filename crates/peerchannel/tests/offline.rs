@@ -1,6 +1,6 @@
 //! A message sent while offline waits and goes out once online; it is never lost silently.
 
-mod common;
+use crate::common;
 
 use common::*;
 use peerchannel::{MeshOptions, SendError, SendStatus};

@@ -3,7 +3,7 @@
 //! one without never link; other meshes on the same link carry on; the password never shows
 //! in Debug output or logs.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};

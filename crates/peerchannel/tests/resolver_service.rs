@@ -1,6 +1,6 @@
 //! Nodes find each other through the resolver service, as users run it.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

@@ -8,7 +8,7 @@
 //! join an open mesh, and a forwarder sees every message), and the node's code is not touched:
 //! what is tested is what arrives on the wire.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

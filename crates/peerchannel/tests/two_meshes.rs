@@ -1,6 +1,6 @@
 //! One node in two meshes at once: the meshes are independent, over shared links.
 
-mod common;
+use crate::common;
 
 use common::*;
 use peerchannel::{MeshOptions, RecvError};

@@ -6,7 +6,7 @@
 //! `idle_connections.rs`, oversized bodies in `body_limit.rs`, guessed registration ids in
 //! `bad_input.rs`.)
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! Every path of the API, through the real client where it has a call for it.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::time::Duration;

@@ -1,6 +1,6 @@
 //! Bad requests get a 4xx status and a JSON error body that says what is wrong.
 
-mod common;
+use crate::common;
 
 use common::*;
 use peerchannel::resolver::api::error_code;

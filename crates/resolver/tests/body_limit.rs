@@ -1,6 +1,6 @@
 //! A request body larger than `max_body_bytes` gets 413 with a JSON error.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 

@@ -1,6 +1,6 @@
 //! Registrations that are not refreshed expire.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Connections that make no progress are closed, and the number open at once is capped, so
 //! that idle or slow clients cannot hold the service's file descriptors.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! The registration keeper against the real service: updates, unregister, and dropping.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,6 +1,6 @@
 //! The service holds at most `max_meshes` meshes and `max_registrations` registrations.
 
-mod common;
+use crate::common;
 
 use common::*;
 use peerchannel::resolver::api::error_code;

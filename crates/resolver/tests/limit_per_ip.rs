@@ -1,6 +1,6 @@
 //! One source address holds at most `max_registrations_per_ip` registrations.
 
-mod common;
+use crate::common;
 
 use common::*;
 use peerchannel::resolver::api::error_code;

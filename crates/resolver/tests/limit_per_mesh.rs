@@ -1,6 +1,6 @@
 //! A mesh holds at most `max_registrations_per_mesh` registrations.
 
-mod common;
+use crate::common;
 
 use common::*;
 use peerchannel::resolver::api::error_code;

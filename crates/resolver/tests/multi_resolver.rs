@@ -1,7 +1,7 @@
 //! A MultiResolver over a live resolver and a dead URL works as long as one answers, and
 //! says which URLs failed when none does.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

@@ -1,7 +1,7 @@
 //! Each source address gets a token bucket of requests; beyond it, 429 with a JSON error and
 //! `Retry-After`.
 
-mod common;
+use crate::common;
 
 use common::*;
 use peerchannel::resolver::api::error_code;

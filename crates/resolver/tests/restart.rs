@@ -1,7 +1,7 @@
 //! A resolver that restarts forgets every registration; the keeper notices (404 on refresh)
 //! and registers again.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

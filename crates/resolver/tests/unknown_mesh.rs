@@ -1,6 +1,6 @@
 //! A mesh nobody registered in is an empty list, not an error: every mesh starts that way.
 
-mod common;
+use crate::common;
 
 use common::*;
 use peerchannel::resolver::Resolver;

@@ -2,7 +2,7 @@
 //! copies, over short tree paths, fast. The targets and the runs that set them are in
 //! `crates/sim/README.md` (default latency 10-50 ms per link).
 
-mod common;
+use crate::common;
 
 use peerchannel_sim::{Kind, Summary};
 

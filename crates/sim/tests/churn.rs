@@ -2,7 +2,7 @@
 //! (their peers notice only after the 3 s idle timeout). The survivors repair the mesh and the
 //! tree while messages keep flowing.
 
-mod common;
+use crate::common;
 
 use peerchannel_sim::{Kind, Scenario};
 

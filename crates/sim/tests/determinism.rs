@@ -1,7 +1,7 @@
 //! Determinism: the same seed gives the same run, byte for byte; another seed another run.
 //! Without this, no failure could be replayed from its seed.
 
-mod common;
+use crate::common;
 
 use peerchannel_sim::{Kind, Scenario, run};
 

@@ -2,7 +2,7 @@
 //! on. Nodes that do not pass messages on must not cut anyone off; nodes that reject a message
 //! never deliver it, and everyone else still does.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

@@ -1,7 +1,7 @@
 //! Hop limits: a message with a hop limit of 1 reaches exactly the sender's neighbors; with 2,
 //! its neighbors' neighbors too, and no one further.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! Joining: a thousand nodes join one after another through the simulated resolver, and the
 //! mesh they form has the shape membership promises.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

@@ -1,7 +1,7 @@
 //! Publishing while offline: a message sent before the node has any neighbor waits in the
 //! offline queue and reaches the whole mesh once the node is linked in.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! heal, partition probes find the other half and the two merge; then every message reaches
 //! every node again.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

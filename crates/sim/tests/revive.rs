@@ -1,7 +1,7 @@
 //! Revival: nodes that died come back (same identity, fresh state) and join again; they get
 //! neighbors and every message, and their own messages reach everyone.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

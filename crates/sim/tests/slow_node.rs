@@ -2,7 +2,7 @@
 //! reach everyone, and the broadcast tree routes around the slow nodes: they end up as its
 //! leaves, because their copies arrive late and are pruned.
 
-mod common;
+use crate::common;
 
 use peerchannel_sim::scenario::{self, Scenario};
 use peerchannel_sim::{Kind, NetConfig, Network, NodeId};

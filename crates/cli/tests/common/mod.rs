@@ -1,6 +1,5 @@
 //! Helpers for the end-to-end tests: `peerchannel` processes with piped stdio, lines read on
 //! threads, and waits with deadlines. Processes are ended by their own pid (`Child::kill`).
-#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};

@@ -2,7 +2,6 @@
 //! are read on threads, and waits with deadlines. Each test runs in a network namespace of its
 //! own (see `netns`), so processes are started with plain `Command`s and inherit it. Processes
 //! end by their own pid (`Child::kill`), and are killed when dropped.
-#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};

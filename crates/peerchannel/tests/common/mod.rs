@@ -1,5 +1,4 @@
 //! Helpers shared by the integration tests: nodes on loopback, waiting with deadlines.
-#![allow(dead_code)]
 
 use std::future::Future;
 use std::sync::Arc;

@@ -1,6 +1,5 @@
 //! Helpers for the closed-mesh and signing tests: options, waiting for authentication
 //! failures, and a raw peer that speaks the mesh protocol over QUIC by hand.
-#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::time::Duration;

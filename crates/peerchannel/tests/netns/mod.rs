@@ -6,7 +6,6 @@
 //! namespace the only interface is loopback: it is brought up and given a route for multicast,
 //! which is all mDNS needs. When no namespace can be created the test fails, loudly: it never
 //! passes without having run.
-#![allow(dead_code)]
 
 use std::process::Command;
 
@@ -18,7 +17,7 @@ const SETUP: &str =
     "ip link set lo up multicast on && ip route add 224.0.0.0/4 dev lo && exec \"$@\"";
 
 /// Runs `body` in a fresh network namespace with only loopback. Call it first thing in the
-/// `#[test]` function named `test` (its full path in the test binary, e.g. `two_nodes`);
+/// `#[test]` function named `test` (its full path in the test binary, e.g. `mdns::two_nodes`);
 /// `body` runs in a child process, whose output is shown when it fails.
 pub fn isolated(test: &str, body: impl FnOnce()) {
     if std::env::var_os(INSIDE).is_some() {

@@ -1,6 +1,5 @@
 //! Helpers shared by the resolver's integration tests: a server on 127.0.0.1, clients, ids,
 //! and waiting for a condition with a deadline.
-#![allow(dead_code)] // Each test file uses some of these.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;

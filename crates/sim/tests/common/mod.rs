@@ -3,9 +3,6 @@
 //! Every test takes its seed from `PEERCHANNEL_SIM_SEED` (default [`DEFAULT_SEED`]) and names
 //! it, with the command that replays the run, in every assertion message.
 
-// Each test file uses a different part of this module.
-#![allow(dead_code)]
-
 use std::time::Duration;
 
 use peerchannel_sim::scenario::{self, RoundStats};
@@ -90,7 +87,7 @@ pub fn replay(s: &Scenario) -> String {
 /// Names a test-specific simulation and how to run it again with the same seed.
 pub fn rerun(test: &str, seed: u64) -> String {
     format!(
-        "seed {seed} (replay: PEERCHANNEL_SIM_SEED={seed} cargo test -p peerchannel-sim --test {test})"
+        "seed {seed} (replay: PEERCHANNEL_SIM_SEED={seed} cargo test -p peerchannel-sim --test integration {test}::)"
     )
 }
 

@@ -1,0 +1,56 @@
+//! The integration tests, built as one test binary: each `tests/<name>.rs` is a module of it, one
+//! behaviour per file, and its tests are named `<name>::<test>`. One binary builds and links
+//! tokio, quinn and rustls once instead of once per file, which was most of the test build's
+//! time. `cargo test -p peerchannel --test integration <name>::` runs one file.
+//!
+//! Nothing here needs a process of its own: logging is set up with `try_init`, no test changes
+//! the environment or the current directory, and the mDNS tests run their bodies in child
+//! processes (`netns`), in network namespaces of their own.
+//!
+//! `autotests = false` (Cargo.toml) keeps Cargo from also building each file as a binary of its
+//! own; a new file is added below (`every_test_file_is_a_module` fails until it is).
+
+use std::fs;
+use std::path::Path;
+
+mod common;
+mod netns;
+
+mod certificates;
+mod channels;
+mod crash;
+mod events;
+mod filter;
+mod fuzz_equivalents;
+mod garbage;
+mod hop_limit;
+mod limits;
+mod malformed_frames;
+mod mdns;
+mod message_size;
+mod offline;
+mod password;
+mod resolver_service;
+mod signing;
+mod tls;
+mod two_meshes;
+
+/// Every `tests/*.rs` file is a module above: with `autotests = false` a file left out would be
+/// neither compiled nor run, and nothing else would say so.
+#[test]
+fn every_test_file_is_a_module() {
+    let this = include_str!("integration.rs");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    for entry in fs::read_dir(&dir).expect("the tests directory") {
+        let name = entry.expect("a directory entry").file_name();
+        let name = name.to_string_lossy();
+        let Some(module) = name.strip_suffix(".rs") else {
+            continue;
+        };
+        let declared = format!("mod {module};");
+        assert!(
+            module == "integration" || this.lines().any(|l| l == declared),
+            "tests/{name} is not in the test binary: add `{declared}` to tests/integration.rs"
+        );
+    }
+}
