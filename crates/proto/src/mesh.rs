@@ -26,9 +26,16 @@ pub(crate) const PROBE_CONTACTS: usize = 3;
 const BEACON_AFTER_DISRUPTION: std::ops::Range<Duration> =
     Duration::from_secs(2)..Duration::from_secs(20);
 
-/// A beacon due after a disruption while announced messages are still awaited here looks again
-/// this much later.
+/// A beacon due after a disruption while at least [`BUSY_AWAITED`] announced messages are still
+/// awaited here looks again this much later.
 const BEACON_WHILE_BUSY: Duration = Duration::from_secs(1);
+
+/// Announced messages awaited at once from which a node counts as busy: a saturated mesh
+/// awaits tens of thousands per node (announcements run ahead of the eager copies by the
+/// queues' depth), one at 1,000 msg/s a few dozen at most. Measured with `peerchannel-bench`:
+/// waiting for none at all also held back the rebuild after the mesh formed, into the
+/// latency phase, whose worst-node p99 rose from 3-6 ms to 15-36 ms.
+const BUSY_AWAITED: usize = 1024;
 
 /// Something that happened to a mesh, for the application.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -485,14 +492,15 @@ impl<PI: PeerIdentity> Mesh<PI> {
         let disrupted = self
             .disrupted_at
             .is_some_and(|d| last.is_none_or(|b| b < d));
-        // Addition: the rebuild after a disruption waits while messages announced here are
-        // still awaited. Under load the switch to a new tree leaves a run of messages between
+        // Addition: the rebuild after a disruption waits while many messages announced here
+        // are still awaited (the mesh is saturated). Under load the switch to a new tree leaves a run of messages between
         // what each old parent sent and what its new one starts with, and refilling those
         // runs in every node at once is what a saturated mesh cannot afford (measured with
         // `peerchannel-bench --pause-one 10`: each rebuild during the pause cut the others to
         // a third of their rate and lost thousands of messages at most of them). A mesh
-        // that is not busy, as after a failure in a chat, rebuilds as before.
-        if disrupted && !overdue && self.is_online() && self.broadcast.awaited_len() > 0 {
+        // that is not saturated, as after a failure in a chat, rebuilds as before.
+        let busy = self.broadcast.awaited_len() >= BUSY_AWAITED;
+        if disrupted && !overdue && self.is_online() && busy {
             let retry = now + BEACON_WHILE_BUSY;
             self.next_beacon = Some(retry);
             return;
@@ -867,16 +875,24 @@ mod tests {
         let mut n = Node::new(1, config());
         n.neighbor_joins(2);
         n.neighbor_joins(3);
-        // A busy mesh: announcements keep coming ahead of their messages.
+        // A saturated mesh: announcements keep coming, thousands ahead of their messages.
         let mut sent = Vec::new();
-        for seq in 0..120 {
-            let id = MessageId { origin: 9, seq };
-            let announced = Announced::group(&[Announcement {
-                id,
-                hops: 1,
-                catch_up: false,
-            }]);
-            n.receive(3, broadcast(BroadcastMessage::IHave(announced)));
+        let mut seq = 0;
+        for _ in 0..120 {
+            for _ in 0..BUSY_AWAITED.div_ceil(200) {
+                let batch: Vec<_> = (seq..seq + 200)
+                    .map(|seq| Announcement {
+                        id: MessageId { origin: 9, seq },
+                        hops: 1,
+                        catch_up: false,
+                    })
+                    .collect();
+                seq += 200;
+                n.receive(
+                    3,
+                    broadcast(BroadcastMessage::IHave(Announced::group(&batch))),
+                );
+            }
             sent.extend(beacon_sends(&n.advance(Duration::from_millis(200))));
         }
         assert!(
@@ -884,8 +900,12 @@ mod tests {
             "the busy spell outlasts the longest delay"
         );
         assert_eq!(sent, vec![], "no rebuild while busy");
-        // Quiet again: the disruption still gets its beacon.
-        let out = n.advance(Duration::from_secs(3));
+        // The messages come, and nothing more is announced: the disruption still gets its
+        // beacon, at the next look.
+        for seq in 0..seq {
+            n.receive(2, gossip(MessageId { origin: 9, seq }, 1, None, "m"));
+        }
+        let out = n.advance(BEACON_WHILE_BUSY);
         assert_eq!(beacon_sends(&out).len(), 2, "{out:?}");
     }
 
