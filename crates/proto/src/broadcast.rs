@@ -80,6 +80,13 @@ fn bounded_wait(floor: std::time::Duration, want: std::time::Duration) -> std::t
     want.max(floor).min(MAX_GRAFT_WAIT.max(floor))
 }
 
+/// A stored message sent again to `to`, one link further.
+fn resend<PI: Copy>(to: PI, stored: &Gossip<PI>) -> BroadcastOut<PI> {
+    let mut gossip = stored.clone();
+    gossip.hops = gossip.hops.saturating_add(1);
+    BroadcastOut::Send(to, BroadcastMessage::Gossip(gossip))
+}
+
 /// What a propagation filter decides for one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -796,10 +803,8 @@ impl<PI: PeerIdentity> Broadcast<PI> {
             let Some(stored) = self.store.get(&MessageId { seq, ..id }) else {
                 continue;
             };
-            let mut gossip = stored.clone();
-            gossip.hops = gossip.hops.saturating_add(1);
             self.stats.gossip_sent += 1;
-            out.push(BroadcastOut::Send(from, BroadcastMessage::Gossip(gossip)));
+            out.push(resend(from, stored));
         }
     }
 
@@ -832,11 +837,9 @@ impl<PI: PeerIdentity> Broadcast<PI> {
         }
         self.resumes_answered.insert(key, now);
         for stored in self.store.since(from) {
-            let mut gossip = stored.clone();
-            gossip.hops = gossip.hops.saturating_add(1);
             self.stats.gossip_sent += 1;
             self.stats.resumed += 1;
-            out.push(BroadcastOut::Send(peer, BroadcastMessage::Gossip(gossip)));
+            out.push(resend(peer, stored));
         }
     }
 

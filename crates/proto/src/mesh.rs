@@ -493,8 +493,9 @@ impl<PI: PeerIdentity> Mesh<PI> {
             .disrupted_at
             .is_some_and(|d| last.is_none_or(|b| b < d));
         // Addition: the rebuild after a disruption waits while many messages announced here
-        // are still awaited (the mesh is saturated). Under load the switch to a new tree leaves a run of messages between
-        // what each old parent sent and what its new one starts with, and refilling those
+        // are still awaited (the mesh is saturated). Under load the switch to a new tree
+        // leaves a run of messages between what each old parent sent and what its new one
+        // starts with, and refilling those
         // runs in every node at once is what a saturated mesh cannot afford (measured with
         // `peerchannel-bench --pause-one 10`: each rebuild during the pause cut the others to
         // a third of their rate and lost thousands of messages at most of them). A mesh
@@ -871,7 +872,7 @@ mod tests {
     }
 
     #[test]
-    fn the_rebuild_after_a_disruption_waits_while_messages_are_awaited() {
+    fn the_rebuild_after_a_disruption_waits_while_the_node_is_saturated() {
         let mut n = Node::new(1, config());
         n.neighbor_joins(2);
         n.neighbor_joins(3);
