@@ -48,8 +48,10 @@ pub(crate) struct Auth<'a> {
 impl Envelope<'_> {
     /// Encodes for the wire.
     pub(crate) fn encode(&self) -> Bytes {
-        // Serializing these plain structs into a Vec cannot fail.
-        Bytes::from(postcard::to_allocvec(self).unwrap_or_default())
+        // Serializing these plain structs cannot fail. Sized first: one allocation.
+        let size = postcard::experimental::serialized_size(self).unwrap_or_default();
+        let buf = postcard::to_extend(self, Vec::with_capacity(size)).unwrap_or_default();
+        Bytes::from(buf)
     }
 }
 

@@ -743,7 +743,7 @@ impl<PI: PeerIdentity> Broadcast<PI> {
             if self.seen.contains(&a.id) {
                 continue;
             }
-            if !self.missing.contains_key(&a.id) && self.missing.len() >= MAX_MISSING {
+            if self.missing.len() >= MAX_MISSING && !self.missing.contains_key(&a.id) {
                 self.stats.announcements_dropped += 1;
                 continue;
             }
@@ -1270,21 +1270,24 @@ impl<PI: PeerIdentity> Broadcast<PI> {
 
     /// Announcements wait `ihave_delay` to be batched, counted from the first one queued.
     fn schedule_flush(&mut self, now: Instant) {
-        if self.flush_at.is_none() && !self.lazy_queue.is_empty() {
+        if self.flush_at.is_none() && self.lazy_queue.values().any(|q| !q.is_empty()) {
             self.flush_at = Some(now + self.config.ihave_delay);
         }
     }
 
     fn flush(&mut self, out: &mut Vec<BroadcastOut<PI>>) {
-        for (peer, announcements) in std::mem::take(&mut self.lazy_queue) {
+        // The queues are emptied, not dropped: each keeps its room for the next batch (a
+        // neighbor's entry goes when the neighbor does).
+        for (peer, announcements) in &mut self.lazy_queue {
             for chunk in announcements.chunks(self.config.max_ihave_batch.max(1)) {
                 let batch = Announced::group(chunk);
                 self.stats.ihave_sent += chunk.len() as u64;
                 // Sizing cannot fail for these types; an error would only leave the count low.
                 self.stats.ihave_bytes +=
                     postcard::experimental::serialized_size(&batch).unwrap_or(0) as u64;
-                out.push(BroadcastOut::Send(peer, BroadcastMessage::IHave(batch)));
+                out.push(BroadcastOut::Send(*peer, BroadcastMessage::IHave(batch)));
             }
+            announcements.clear();
         }
     }
 }

@@ -298,24 +298,25 @@ pub struct AnnouncedSeq {
 
 impl<PI: Copy + Eq> Announced<PI> {
     /// Groups announcements into runs of one origin, keeping their order.
-    pub fn group<'a>(announcements: impl IntoIterator<Item = &'a Announcement<PI>>) -> Vec<Self>
-    where
-        PI: 'a,
-    {
+    pub fn group(announcements: &[Announcement<PI>]) -> Vec<Self> {
         let mut groups: Vec<Self> = Vec::new();
-        for a in announcements {
-            let seq = AnnouncedSeq {
-                seq: a.id.seq,
-                hops: a.hops,
-                catch_up: a.catch_up,
-            };
-            match groups.last_mut() {
-                Some(group) if group.origin == a.id.origin => group.messages.push(seq),
-                _ => groups.push(Self {
-                    origin: a.id.origin,
-                    messages: vec![seq],
-                }),
-            }
+        let mut rest = announcements;
+        while let Some(first) = rest.first() {
+            let origin = first.id.origin;
+            let run = rest.iter().take_while(|a| a.id.origin == origin).count();
+            let (this, next) = rest.split_at(run);
+            groups.push(Self {
+                origin,
+                messages: this
+                    .iter()
+                    .map(|a| AnnouncedSeq {
+                        seq: a.id.seq,
+                        hops: a.hops,
+                        catch_up: a.catch_up,
+                    })
+                    .collect(),
+            });
+            rest = next;
         }
         groups
     }
