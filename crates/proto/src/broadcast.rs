@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Instant;
 
 use bytes::Bytes;
+use smallvec::SmallVec;
 
 use crate::cache::{HopCounts, SeenCache, Store};
 use crate::config::{BroadcastConfig, BroadcastMode};
@@ -185,8 +186,9 @@ struct Rebuild<PI> {
 
 #[derive(Debug)]
 struct Missing<PI> {
-    /// Who announced it, with their hop count, oldest first.
-    announcers: VecDeque<(PI, u16, bool)>,
+    /// Who announced it, with their hop count, oldest first (held inline: one of these is
+    /// made for most messages under load, when announcements overtake the eager copies).
+    announcers: SmallVec<[(PI, u16, bool); MAX_ANNOUNCERS]>,
     /// The pending graft timer, if any.
     timer: Option<Instant>,
     /// When the first announcement came.
@@ -250,7 +252,7 @@ pub(crate) struct Broadcast<PI> {
     missing: HashMap<MessageId<PI>, Missing<PI>>,
     /// Entries of `missing` grafted and not yet answered.
     grafts_in_flight: usize,
-    graft_timers: BTreeSet<(Instant, MessageId<PI>)>,
+    graft_timers: BTreeMap<Instant, Vec<MessageId<PI>>>,
     /// Messages fetched because of a catch-up announcement: passed on lazily only.
     caught_up: BTreeSet<MessageId<PI>>,
     lazy_queue: BTreeMap<PI, Vec<Announcement<PI>>>,
@@ -291,7 +293,7 @@ impl<PI: PeerIdentity> Broadcast<PI> {
             lazy: BTreeSet::new(),
             missing: HashMap::new(),
             grafts_in_flight: 0,
-            graft_timers: BTreeSet::new(),
+            graft_timers: BTreeMap::new(),
             caught_up: BTreeSet::new(),
             lazy_queue: BTreeMap::new(),
             flush_at: None,
@@ -672,9 +674,9 @@ impl<PI: PeerIdentity> Broadcast<PI> {
             };
             if missing.grafted_from.is_none() {
                 if let Some(timer) = missing.timer.replace(until) {
-                    self.graft_timers.remove(&(timer, next));
+                    self.disarm(timer, next);
                 }
-                self.graft_timers.insert((until, next));
+                self.arm(until, next);
             }
             count += 1;
         }
@@ -708,6 +710,22 @@ impl<PI: PeerIdentity> Broadcast<PI> {
             self.grafts_in_flight -= 1;
         }
         Some(missing)
+    }
+
+    /// Sets a graft timer. Timers are kept per instant (the ids of a batch of announcements
+    /// share one), so arming one compares instants, not 40-byte ids. A timer whose message
+    /// came meanwhile is not looked for: it fires and finds nothing to do.
+    fn arm(&mut self, at: Instant, id: MessageId<PI>) {
+        self.graft_timers.entry(at).or_default().push(id);
+    }
+
+    fn disarm(&mut self, at: Instant, id: MessageId<PI>) {
+        if let Some(ids) = self.graft_timers.get_mut(&at) {
+            ids.retain(|i| *i != id);
+            if ids.is_empty() {
+                self.graft_timers.remove(&at);
+            }
+        }
     }
 
     fn note_grafted(&mut self, id: MessageId<PI>, first_at: Instant) {
@@ -748,14 +766,14 @@ impl<PI: PeerIdentity> Broadcast<PI> {
                 continue;
             }
             let entry = self.missing.entry(a.id).or_insert_with(|| Missing {
-                announcers: VecDeque::new(),
+                announcers: SmallVec::new(),
                 timer: None,
                 first_at: now,
                 grafted_from: None,
                 fetched: false,
             });
             if entry.announcers.len() < MAX_ANNOUNCERS {
-                entry.announcers.push_back((from, a.hops, a.catch_up));
+                entry.announcers.push((from, a.hops, a.catch_up));
             }
             if entry.timer.is_none() {
                 // A catch-up announcement is for a message sent before the link came up, not
@@ -767,7 +785,7 @@ impl<PI: PeerIdentity> Broadcast<PI> {
                 };
                 let at = now + wait;
                 entry.timer = Some(at);
-                self.graft_timers.insert((at, a.id));
+                self.arm(at, a.id);
             }
         }
     }
@@ -1045,18 +1063,23 @@ impl<PI: PeerIdentity> Broadcast<PI> {
     }
 
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        let graft = self.graft_timers.first().map(|(at, _)| *at);
+        let graft = self.graft_timers.first_key_value().map(|(at, _)| *at);
         let switch = self.rebuild.as_ref().map(|r| r.switch_at);
         [graft, self.flush_at, switch].into_iter().flatten().min()
     }
 
     pub(crate) fn handle_timeout(&mut self, now: Instant, out: &mut Vec<BroadcastOut<PI>>) {
-        while let Some(&(at, id)) = self.graft_timers.first() {
-            if at > now {
+        while let Some(timers) = self.graft_timers.first_entry() {
+            if *timers.key() > now {
                 break;
             }
-            self.graft_timers.pop_first();
-            self.graft_due(id, at, now, out);
+            let (at, mut ids) = timers.remove_entry();
+            // In the order of the ids, each once: as an ordered set of (time, id) had them.
+            ids.sort_unstable();
+            ids.dedup();
+            for id in ids {
+                self.graft_due(id, at, now, out);
+            }
         }
         if self.flush_at.is_some_and(|t| t <= now) {
             self.flush_at = None;
@@ -1132,13 +1155,14 @@ impl<PI: PeerIdentity> Broadcast<PI> {
             // deferrals in 30 s over nine nodes).
             let next = now.max(at) + bounded_wait(self.config.graft_timeout_2, waited / 2);
             missing.timer = Some(next);
-            self.graft_timers.insert((next, id));
+            self.arm(next, id);
             self.stats.grafts_deferred += 1;
             return;
         }
         // Announcers that are no longer neighbors cannot be grafted.
         let announcer = loop {
-            match missing.announcers.pop_front() {
+            let next = (!missing.announcers.is_empty()).then(|| missing.announcers.remove(0));
+            match next {
                 Some((peer, _, catch_up))
                     if self.eager.contains(&peer) || self.lazy.contains(&peer) =>
                 {
@@ -1166,7 +1190,7 @@ impl<PI: PeerIdentity> Broadcast<PI> {
         missing.fetched = progressing;
         let next = at + bounded_wait(self.config.graft_timeout_2, self.lag.current(at));
         missing.timer = Some(next);
-        self.graft_timers.insert((next, id));
+        self.arm(next, id);
         // Addition to the paper: the messages right after a hole are often missing too (a
         // tree change leaves a run of them between what the old parent sent and what the new
         // one starts with): fetch the run at once and let its members wait for the answer.

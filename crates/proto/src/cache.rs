@@ -7,6 +7,7 @@
 //! comparing keys. Nothing iterates the maps, so the order of everything the core does stays
 //! reproducible.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -171,18 +172,24 @@ impl<PI: PeerIdentity> Store<PI> {
         }
     }
 
+    /// Keeps `gossip`, making room by forgetting the oldest. The core stores only messages it
+    /// had not seen, so an id already kept is rare: room is made before the one lookup that
+    /// tells (it runs for every message).
     pub(crate) fn insert(&mut self, gossip: Gossip<PI>, now: Instant) {
         self.expire(now);
         let len = gossip.payload.len();
-        if len > self.max_bytes || self.map.contains_key(&gossip.id) {
+        if len > self.max_bytes {
             return;
         }
         while self.bytes + len > self.max_bytes {
             self.pop_oldest();
         }
-        self.bytes += len;
-        self.order.push_back((now, gossip.id));
-        self.map.insert(gossip.id, gossip);
+        let id = gossip.id;
+        if let Entry::Vacant(slot) = self.map.entry(id) {
+            slot.insert(gossip);
+            self.bytes += len;
+            self.order.push_back((now, id));
+        }
     }
 
     pub(crate) fn get(&self, id: &MessageId<PI>) -> Option<&Gossip<PI>> {
