@@ -10,8 +10,56 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 ///
 /// Printed as 52 characters of lowercase base32 without padding, everywhere (logs, the CLI,
 /// the resolver API). Parsing also accepts 64 hex digits, and base32 in either case.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+///
+/// Ordered as its bytes are. Compared as four words, not through `memcmp`: the mesh core keeps
+/// its neighbors in ordered sets and maps looked up for every message (a tenth of the core's
+/// time went into calls comparing 32-byte keys).
+#[derive(Clone, Copy)]
 pub struct PeerId([u8; 32]);
+
+impl PeerId {
+    /// The bytes as four big-endian words: their order is the bytes' order.
+    #[inline]
+    fn words(&self) -> [u64; 4] {
+        let mut words = [0; 4];
+        for (word, chunk) in words.iter_mut().zip(self.0.chunks_exact(8)) {
+            let mut bytes = [0; 8];
+            bytes.copy_from_slice(chunk);
+            *word = u64::from_be_bytes(bytes);
+        }
+        words
+    }
+}
+
+impl PartialEq for PeerId {
+    #[inline]
+    fn eq(&self, other: &Self) -> bool {
+        self.words() == other.words()
+    }
+}
+
+impl Eq for PeerId {}
+
+impl PartialOrd for PeerId {
+    #[inline]
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for PeerId {
+    #[inline]
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.words().cmp(&other.words())
+    }
+}
+
+impl std::hash::Hash for PeerId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // The 32 bytes and no length: they are always 32.
+        state.write(&self.0);
+    }
+}
 
 impl PeerId {
     /// The length of a peer id in bytes.
@@ -125,5 +173,24 @@ mod tests {
         let bytes = postcard::to_allocvec(&id).unwrap();
         assert_eq!(bytes.len(), 32);
         assert_eq!(postcard::from_bytes::<PeerId>(&bytes).unwrap(), id);
+    }
+
+    #[test]
+    fn orders_and_compares_as_its_bytes() {
+        // Ids differing in each byte position, in both directions, and equal ones.
+        let mut ids = vec![PeerId::from_bytes([0; 32]), PeerId::from_bytes([255; 32])];
+        for i in 0..32 {
+            for value in [1, 127, 128, 255] {
+                let mut bytes = [9; 32];
+                bytes[i] = value;
+                ids.push(PeerId::from_bytes(bytes));
+            }
+        }
+        for a in &ids {
+            for b in &ids {
+                assert_eq!(a.cmp(b), a.as_bytes().cmp(b.as_bytes()), "{a:?} {b:?}");
+                assert_eq!(a == b, a.as_bytes() == b.as_bytes());
+            }
+        }
     }
 }
