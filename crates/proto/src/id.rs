@@ -73,7 +73,11 @@ impl MeshId {
         for label in name.split('.') {
             validate_label(label)?;
         }
-        Ok(Self(Arc::from(name.to_ascii_lowercase())))
+        if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            Ok(Self(Arc::from(name.to_ascii_lowercase())))
+        } else {
+            Ok(Self(Arc::from(name)))
+        }
     }
 
     /// The normalised (lowercase) name.
@@ -133,10 +137,26 @@ impl Serialize for MeshId {
 
 impl<'de> Deserialize<'de> for MeshId {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        // Borrowed where the format allows it (postcard does), so decoding allocates once.
+        // Borrowed where the format allows it (postcard does). Every frame names its mesh, and
+        // a link's frames nearly always name the same one: the last id decoded on this thread
+        // is kept, and a name equal to it (valid and normalised, then) is that id again,
+        // without allocating.
         let name = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-        MeshId::new(&name).map_err(serde::de::Error::custom)
+        LAST_DECODED.with(|last| {
+            let mut last = last.borrow_mut();
+            if let Some(id) = last.as_ref().filter(|id| id.as_str() == name) {
+                return Ok(id.clone());
+            }
+            let id = MeshId::new(&name).map_err(serde::de::Error::custom)?;
+            *last = Some(id.clone());
+            Ok(id)
+        })
     }
+}
+
+thread_local! {
+    /// The mesh id decoded last on this thread (see `MeshId::deserialize`).
+    static LAST_DECODED: std::cell::RefCell<Option<MeshId>> = const { std::cell::RefCell::new(None) };
 }
 
 /// Why a string is not a valid mesh id.
@@ -280,6 +300,28 @@ pub struct MessageId<PI> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decoded_mesh_ids_are_checked_even_after_a_valid_one() {
+        let decode = |name: &str| -> Result<MeshId, postcard::Error> {
+            postcard::from_bytes(&postcard::to_allocvec(name).unwrap())
+        };
+        let first = decode("soccerpals").unwrap();
+        let again = decode("soccerpals").unwrap();
+        assert_eq!(first, again);
+        assert!(
+            Arc::ptr_eq(&first.0, &again.0),
+            "the same name is the same id"
+        );
+        assert_eq!(
+            decode("SoccerPals.").unwrap(),
+            first,
+            "normalised as before"
+        );
+        assert!(decode("soccer_pals").is_err());
+        assert!(decode("soccerpals-").is_err());
+        assert_eq!(decode("other").unwrap().as_str(), "other");
+    }
 
     #[test]
     fn mesh_ids_are_hostnames_compared_without_case() {
