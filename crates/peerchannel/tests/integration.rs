@@ -8,10 +8,8 @@
 //! processes (`netns`), in network namespaces of their own.
 //!
 //! `autotests = false` (Cargo.toml) keeps Cargo from also building each file as a binary of its
-//! own; a new file is added below (`every_test_file_is_a_module` fails until it is).
-
-use std::fs;
-use std::path::Path;
+//! own; a new file is added below (the simulator's `every_test_file_is_a_module`, which
+//! checks every crate of the workspace, fails until it is).
 
 mod common;
 mod netns;
@@ -34,23 +32,3 @@ mod resolver_service;
 mod signing;
 mod tls;
 mod two_meshes;
-
-/// Every `tests/*.rs` file is a module above: with `autotests = false` a file left out would be
-/// neither compiled nor run, and nothing else would say so.
-#[test]
-fn every_test_file_is_a_module() {
-    let this = include_str!("integration.rs");
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
-    for entry in fs::read_dir(&dir).expect("the tests directory") {
-        let name = entry.expect("a directory entry").file_name();
-        let name = name.to_string_lossy();
-        let Some(module) = name.strip_suffix(".rs") else {
-            continue;
-        };
-        let declared = format!("mod {module};");
-        assert!(
-            module == "integration" || this.lines().any(|l| l == declared),
-            "tests/{name} is not in the test binary: add `{declared}` to tests/integration.rs"
-        );
-    }
-}
