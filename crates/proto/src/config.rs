@@ -159,7 +159,7 @@ pub struct BroadcastConfig {
     /// above the time a message takes to cross a mesh and the partition-probe window.
     pub seen_retention: Duration,
     /// The most message ids remembered. Default 65,536 (about 4 MiB for ids numbered one after
-    /// another, as senders number them; 7 MiB at most, for ids scattered at random).
+    /// another, as senders number them; up to 10 MiB for ids scattered at random).
     pub seen_capacity: usize,
     /// How long message payloads are kept to answer grafts and catch-up. Default 30 s: from
     /// iroh-gossip's message cache.
