@@ -26,18 +26,18 @@ pub const FAREWELL_WINDOW: std::time::Duration = std::time::Duration::from_secs(
 /// At most this many messages are re-sent on leaving.
 pub const FAREWELL_MESSAGES: usize = 64;
 
-/// How fast the memory of a slow tree fades (see [`Broadcast::graft_wait`]).
+/// How fast the memory of a slow tree fades (see `Broadcast::graft_wait`).
 pub const LAG_HALF_LIFE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Grafted messages remembered to learn the tree's lag from their late eager copies.
 const MAX_GRAFTED: usize = 4096;
 
 /// Grafts sent and not yet answered, at most; further grafts wait for answers (see
-/// [`Broadcast::graft_due`]).
+/// `Broadcast::graft_due`).
 pub const MAX_GRAFTS_IN_FLIGHT: usize = 64;
 
 /// A lazy neighbor that keeps sending full copies of messages we have is sent a prune again,
-/// at most this often (see [`Broadcast::on_gossip`]).
+/// at most this often (see `Broadcast::on_gossip`).
 pub const PRUNE_REPEAT: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Origins whose progress is followed (see [`Broadcast::graft_due`]); the longest silent are

@@ -287,8 +287,9 @@ pub enum AddressError {
 /// The id of a broadcast message: its origin and the origin's sequence number.
 ///
 /// Ids never derive from content, so two identical chat lines are two messages. Each mesh
-/// starts its sequence at a random point (see [`crate::Mesh`]), so a node restarted with the
-/// same identity does not reuse ids that other nodes still hold in their duplicate caches.
+/// starts its sequence at a random point (below 2^32, chosen when the node joins), so a node
+/// restarted with the same identity does not reuse ids that other nodes still hold in their
+/// duplicate caches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct MessageId<PI> {
     /// The node that first sent the message.

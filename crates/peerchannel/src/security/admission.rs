@@ -39,7 +39,7 @@
 //!
 //! # Versioning
 //!
-//! The first frame of every bidirectional stream is an [`Open`] value: the admission is its
+//! The first frame of every bidirectional stream is an `Open` value: the admission is its
 //! first variant, and other stream kinds (services, files) become later variants. `Hello`
 //! carries [`VERSION`]; a responder with another version refuses with its own.
 

@@ -54,7 +54,7 @@
 //! protocol remembers message ids: a message captured and injected again after it has left the
 //! duplicate cache is too old by then. In a certificate mesh each signed message carries the
 //! origin's member certificate, so that every receiver, not only the origin's neighbors, can
-//! check that the signer is a member. See [`signing`] for the format and the costs.
+//! check that the signer is a member. See the `signing` module for the format and the costs.
 
 pub mod admission;
 pub mod certificate;
