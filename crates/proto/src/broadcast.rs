@@ -189,7 +189,8 @@ struct Missing<PI> {
     /// Who announced it, with their hop count, oldest first (held inline: one of these is
     /// made for most messages under load, when announcements overtake the eager copies).
     announcers: SmallVec<[(PI, u16, bool); MAX_ANNOUNCERS]>,
-    /// The pending graft timer, if any.
+    /// The pending graft timer, if any: of this id's entries in `graft_timers`, the one that
+    /// counts.
     timer: Option<Instant>,
     /// When the first announcement came.
     first_at: Instant,
@@ -673,9 +674,8 @@ impl<PI: PeerIdentity> Broadcast<PI> {
                 break;
             };
             if missing.grafted_from.is_none() {
-                if let Some(timer) = missing.timer.replace(until) {
-                    self.disarm(timer, next);
-                }
+                // Its earlier timer stays where it is, and finds nothing to do when it fires.
+                missing.timer = Some(until);
                 self.arm(until, next);
             }
             count += 1;
@@ -713,19 +713,11 @@ impl<PI: PeerIdentity> Broadcast<PI> {
     }
 
     /// Sets a graft timer. Timers are kept per instant (the ids of a batch of announcements
-    /// share one), so arming one compares instants, not 40-byte ids. A timer whose message
-    /// came meanwhile is not looked for: it fires and finds nothing to do.
+    /// share one), so arming one compares instants, not 40-byte ids. Timers are never taken
+    /// back: one whose message came meanwhile, or that was set again for another instant
+    /// (`Missing::timer` says which one counts), fires and finds nothing to do.
     fn arm(&mut self, at: Instant, id: MessageId<PI>) {
         self.graft_timers.entry(at).or_default().push(id);
-    }
-
-    fn disarm(&mut self, at: Instant, id: MessageId<PI>) {
-        if let Some(ids) = self.graft_timers.get_mut(&at) {
-            ids.retain(|i| *i != id);
-            if ids.is_empty() {
-                self.graft_timers.remove(&at);
-            }
-        }
     }
 
     fn note_grafted(&mut self, id: MessageId<PI>, first_at: Instant) {
@@ -1346,6 +1338,17 @@ mod tests {
         }])
     }
 
+    /// Node 1, all links eager, which has received and stored messages 0 to 4 of origin 9
+    /// from 2; with what that sent.
+    fn storing_five(now: Instant) -> (Broadcast<u32>, Vec<BroadcastOut<u32>>) {
+        let mut b = tree(1, &[2, 3]);
+        let mut out = Vec::new();
+        for seq in 0..5 {
+            b.on_gossip(2, gossip(9, seq, 1), now, &mut pass, &mut out);
+        }
+        (b, out)
+    }
+
     /// Node 1, with 2 eager and 3 lazy, which 3 has just told of `id`.
     fn announced(id: MessageId<u32>, now: Instant) -> Broadcast<u32> {
         let mut b = tree(1, &[2, 3]);
@@ -1677,11 +1680,7 @@ mod tests {
     #[test]
     fn a_resume_is_answered_with_the_stored_gap_in_order_once_per_interval() {
         let now = Instant::now();
-        let mut b = tree(1, &[2, 3]);
-        let mut out = Vec::new();
-        for seq in 0..5 {
-            b.on_gossip(2, gossip(9, seq, 1), now, &mut pass, &mut out);
-        }
+        let (mut b, mut out) = storing_five(now);
         b.on_gossip(2, gossip(7, 0, 1), now, &mut pass, &mut out);
         b.on_prune(3);
         out.clear();
@@ -1748,11 +1747,7 @@ mod tests {
     #[test]
     fn a_fetch_is_answered_with_the_run_it_asks_for_within_the_cap() {
         let now = Instant::now();
-        let mut b = tree(1, &[2, 3]);
-        let mut out = Vec::new();
-        for seq in 0..5 {
-            b.on_gossip(2, gossip(9, seq, 1), now, &mut pass, &mut out);
-        }
+        let (mut b, mut out) = storing_five(now);
         out.clear();
         b.answer(3, MessageId { origin: 9, seq: 1 }, 3, &mut out);
         let seqs = |out: &[BroadcastOut<u32>]| -> Vec<u64> {

@@ -495,11 +495,11 @@ impl<PI: PeerIdentity> Mesh<PI> {
         // Addition: the rebuild after a disruption waits while many messages announced here
         // are still awaited (the mesh is saturated). Under load the switch to a new tree
         // leaves a run of messages between what each old parent sent and what its new one
-        // starts with, and refilling those
-        // runs in every node at once is what a saturated mesh cannot afford (measured with
-        // `peerchannel-bench --pause-one 10`: each rebuild during the pause cut the others to
-        // a third of their rate and lost thousands of messages at most of them). A mesh
-        // that is not saturated, as after a failure in a chat, rebuilds as before.
+        // starts with, and refilling those runs in every node at once is what a saturated
+        // mesh cannot afford (measured with `peerchannel-bench --pause-one 10`: each rebuild
+        // during the pause cut the others to a third of their rate and lost thousands of
+        // messages at most of them). A mesh that is not saturated, as after a failure in a
+        // chat, rebuilds as before.
         let busy = self.broadcast.awaited_len() >= BUSY_AWAITED;
         if disrupted && !overdue && self.is_online() && busy {
             let retry = now + BEACON_WHILE_BUSY;
