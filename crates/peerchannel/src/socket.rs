@@ -17,6 +17,23 @@ use std::task::{Context, Poll};
 use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, Runtime, UdpPoller};
 
+/// The receive buffer asked of the kernel for every link socket (Linux grants at most
+/// `net.core.rmem_max`, doubled). Its default, about 208 KiB, holds some 150 full datagrams: a
+/// few milliseconds of a busy link. When the endpoint's task is late to read (a busy machine),
+/// the kernel drops what does not fit, and QUIC takes each loss for congestion and slows that
+/// link down.
+const RECV_BUFFER: usize = 2 << 20;
+
+/// Binds a UDP socket for links: with a larger receive buffer where the system allows it.
+pub(crate) fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    let socket = std::net::UdpSocket::bind(addr)?;
+    // Best effort: with the default buffer, bursts only cost more loss.
+    if let Err(e) = socket2::SockRef::from(&socket).set_recv_buffer_size(RECV_BUFFER) {
+        tracing::debug!("cannot enlarge the socket's receive buffer: {e}");
+    }
+    Ok(socket)
+}
+
 /// A UDP socket that can be silenced for good.
 pub(crate) struct KillableSocket {
     inner: Arc<dyn AsyncUdpSocket>,
@@ -26,8 +43,7 @@ pub(crate) struct KillableSocket {
 impl KillableSocket {
     /// Binds a UDP socket at `addr` for quinn on tokio.
     pub(crate) fn bind(addr: SocketAddr) -> io::Result<Arc<Self>> {
-        let socket = std::net::UdpSocket::bind(addr)?;
-        let inner = quinn::TokioRuntime.wrap_udp_socket(socket)?;
+        let inner = quinn::TokioRuntime.wrap_udp_socket(bind_udp(addr)?)?;
         Ok(Arc::new(Self {
             inner,
             dead: AtomicBool::new(false),
@@ -98,5 +114,25 @@ impl AsyncUdpSocket for KillableSocket {
 
     fn may_fragment(&self) -> bool {
         self.inner.may_fragment()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Linux grants what is asked up to `net.core.rmem_max`, and reports twice that (its
+    /// bookkeeping overhead); elsewhere the system decides.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn link_sockets_get_the_larger_receive_buffer_the_system_allows() {
+        let max: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let socket = bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let granted = socket2::SockRef::from(&socket).recv_buffer_size().unwrap();
+        assert_eq!(granted, 2 * RECV_BUFFER.min(max));
     }
 }

@@ -338,8 +338,14 @@ pub fn bind_endpoint(
 ) -> Result<quinn::Endpoint, BindError> {
     let server = server_config(identity, link)?;
     let client = client_config(identity, link)?;
-    let mut endpoint =
-        quinn::Endpoint::server(server, addr).map_err(|source| BindError::Io { addr, source })?;
+    let socket = crate::socket::bind_udp(addr).map_err(|source| BindError::Io { addr, source })?;
+    let mut endpoint = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(|source| BindError::Io { addr, source })?;
     endpoint.set_default_client_config(client);
     Ok(endpoint)
 }

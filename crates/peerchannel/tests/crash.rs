@@ -1,12 +1,13 @@
 //! A node that dies without a goodbye is noticed through the link timeout (about 3 s), the
-//! mesh repairs, and the others keep exchanging messages.
+//! mesh repairs, and the others keep exchanging messages. Before the timeout, a sender
+//! flat out is not held up by the dead neighbor's full queue.
 
 use crate::common;
 
 use std::time::{Duration, Instant};
 
 use common::*;
-use peerchannel::{DisconnectReason, Event, MeshOptions};
+use peerchannel::{DisconnectReason, Event, MeshOptions, Node, NodeConfig};
 
 #[tokio::test]
 async fn a_crashed_node_is_noticed_and_routed_around() {
@@ -60,6 +61,70 @@ async fn a_crashed_node_is_noticed_and_routed_around() {
         b"after the crash"
     );
     for n in [b, c, d] {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_neighbor_that_stops_reading_holds_up_no_one() {
+    const MESSAGES: u32 = 20_000;
+    // Receivers whose channels hold every message: this test is not about slow readers.
+    let roomy = || {
+        let mut config = NodeConfig::default();
+        config.channel_capacity = MESSAGES as usize;
+        config
+    };
+    let a = node(&[]).await;
+    let b = node_with(&[&a], roomy()).await;
+    let c = node_with(&[&a, &b], roomy()).await;
+    let d = node(&[&a, &b, &c]).await;
+    let ma = a.join("stopped", MeshOptions::default()).await.unwrap();
+    let mb = b.join("stopped", MeshOptions::default()).await.unwrap();
+    let mc = c.join("stopped", MeshOptions::default()).await.unwrap();
+    let md = d.join("stopped", MeshOptions::default()).await.unwrap();
+    for m in [&ma, &mb, &mc, &md] {
+        neighbors_at_least(m, 3).await;
+    }
+    // Each receiver counts the distinct messages it gets.
+    let counter = |node: &Node, mesh: &peerchannel::Mesh| {
+        let mut channel = mesh.raw_channel("x").unwrap();
+        let name = node.peer_id().fmt_short();
+        tokio::spawn(async move {
+            let mut seen = vec![false; MESSAGES as usize];
+            let mut count = 0;
+            while count < MESSAGES {
+                let m = channel
+                    .recv()
+                    .await
+                    .unwrap_or_else(|e| panic!("{name}: {e}"));
+                let i = u32::from_be_bytes(m.body[..4].try_into().unwrap()) as usize;
+                if !std::mem::replace(&mut seen[i], true) {
+                    count += 1;
+                }
+            }
+            count
+        })
+    };
+    let got_b = counter(&b, &mb);
+    let got_c = counter(&c, &mc);
+    let ca = ma.raw_channel("x").unwrap();
+
+    // d stops dead: it acknowledges nothing from now on, so a's link to it fills up.
+    d.crash();
+    within("a's sends", async {
+        for i in 0..MESSAGES {
+            let mut body = vec![0u8; 1024];
+            body[..4].copy_from_slice(&i.to_be_bytes());
+            ca.send(body).await.unwrap();
+        }
+    })
+    .await;
+    assert_eq!(within("b's messages", got_b).await.unwrap(), MESSAGES);
+    assert_eq!(within("c's messages", got_c).await.unwrap(), MESSAGES);
+    let stats = ma.stats().await.unwrap().unwrap();
+    assert_eq!(stats.broadcast.originated, u64::from(MESSAGES));
+    drop(md);
+    for n in [a, b, c] {
         n.shutdown().await;
     }
 }

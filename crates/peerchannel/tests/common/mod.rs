@@ -24,8 +24,13 @@ pub fn init_logs() {
 
 /// A node on 127.0.0.1 with a fresh identity, bootstrapping from `peers`.
 pub async fn node(peers: &[&Node]) -> Node {
+    node_with(peers, NodeConfig::default()).await
+}
+
+/// Like [`node`], from `config` (its address, resolver and link settings are replaced).
+pub async fn node_with(peers: &[&Node], config: NodeConfig) -> Node {
     init_logs();
-    let mut config = NodeConfig::default().listen("127.0.0.1:0".parse().unwrap());
+    let mut config = config.listen("127.0.0.1:0".parse().unwrap());
     if !peers.is_empty() {
         let addrs = peers.iter().map(|p| (p.peer_id(), p.local_addr()));
         config = config.resolver(Arc::new(StaticResolver::from_peers(addrs)));
