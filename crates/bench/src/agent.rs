@@ -157,6 +157,13 @@ struct Recorder {
     current: Option<Phase>,
 }
 
+/// Messages a node's channels hold for a reader that is behind. The default (1,024, a tenth of
+/// a second at full load) let the harness's own receivers, starved of CPU for a moment among
+/// ten busy nodes on two cores, drop thousands of messages per phase that the mesh had
+/// delivered: the harness must not be what it measures. Up to 16 MiB of 1 KiB payloads per
+/// node, only while its reader is behind.
+const CHANNEL_CAPACITY: usize = 16_384;
+
 impl Agent {
     /// Starts a node on 127.0.0.1 that finds the mesh through the resolver at `resolver_url`;
     /// a receiver records every message that arrives. Must run on the runtime the node
@@ -170,9 +177,10 @@ impl Agent {
         receive: bool,
         sign: bool,
     ) -> anyhow::Result<Self> {
-        let config = NodeConfig::default()
+        let mut config = NodeConfig::default()
             .listen("127.0.0.1:0".parse()?)
             .resolver(Arc::new(ServiceResolver::new(resolver_url)?));
+        config.channel_capacity = CHANNEL_CAPACITY;
         let node = Node::bind(Identity::generate()?, config).await?;
         let options = if sign {
             MeshOptions::default().signed()
