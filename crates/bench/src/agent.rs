@@ -160,9 +160,10 @@ struct Recorder {
 /// Messages a node's channels hold for a reader that is behind. The default (1,024, a tenth of
 /// a second at full load) let the harness's own receivers, starved of CPU for a moment among
 /// ten busy nodes on two cores, drop thousands of messages per phase that the mesh had
-/// delivered: the harness must not be what it measures. Up to 16 MiB of 1 KiB payloads per
-/// node, only while its reader is behind.
-const CHANNEL_CAPACITY: usize = 16_384;
+/// delivered: the harness must not be what it measures. The cost shows in the RSS under load:
+/// a channel keeps its last messages until they are overwritten (8 MiB of 1 KiB payloads per
+/// node, some of them shared with the node's store).
+const CHANNEL_CAPACITY: usize = 8_192;
 
 impl Agent {
     /// Starts a node on 127.0.0.1 that finds the mesh through the resolver at `resolver_url`;
