@@ -328,7 +328,8 @@ pub fn client_config(
 
 /// A QUIC endpoint bound to `addr` that accepts links ([`server_config`]) and makes them
 /// ([`client_config`] is its default client configuration). Port 0 picks a free port; read it
-/// back with [`quinn::Endpoint::local_addr`].
+/// back with [`quinn::Endpoint::local_addr`]. Its socket asks for the same larger receive
+/// buffer as a node's (2 MiB, where the system allows it).
 ///
 /// Must be called within a Tokio runtime.
 pub fn bind_endpoint(
