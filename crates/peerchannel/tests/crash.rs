@@ -7,7 +7,21 @@ use crate::common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use peerchannel::{DisconnectReason, Event, MeshOptions, Node, NodeConfig};
+use peerchannel::{DisconnectReason, Event, Mesh, MeshOptions, Node, NodeConfig};
+
+/// Joins every node to `mesh`, then waits until each has at least `neighbors` neighbors.
+async fn join_all<const N: usize>(nodes: [&Node; N], mesh: &str, neighbors: usize) -> [Mesh; N] {
+    let mut meshes = Vec::with_capacity(N);
+    for node in nodes {
+        meshes.push(node.join(mesh, MeshOptions::default()).await.unwrap());
+    }
+    for m in &meshes {
+        neighbors_at_least(m, neighbors).await;
+    }
+    meshes
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("one mesh per node"))
+}
 
 #[tokio::test]
 async fn a_crashed_node_is_noticed_and_routed_around() {
@@ -15,13 +29,7 @@ async fn a_crashed_node_is_noticed_and_routed_around() {
     let b = node(&[&a]).await;
     let c = node(&[&a, &b]).await;
     let d = node(&[&a, &b]).await;
-    let ma = a.join("crash", MeshOptions::default()).await.unwrap();
-    let mb = b.join("crash", MeshOptions::default()).await.unwrap();
-    let mc = c.join("crash", MeshOptions::default()).await.unwrap();
-    let md = d.join("crash", MeshOptions::default()).await.unwrap();
-    for m in [&ma, &mb, &mc, &md] {
-        neighbors_at_least(m, 2).await;
-    }
+    let [_ma, mb, mc, md] = join_all([&a, &b, &c, &d], "crash", 2).await;
     let mut events = mb.events();
     let mut cb = mb.raw_channel("x").unwrap();
     let mut cc = mc.raw_channel("x").unwrap();
@@ -78,15 +86,9 @@ async fn a_neighbor_that_stops_reading_holds_up_no_one() {
     let b = node_with(&[&a], roomy()).await;
     let c = node_with(&[&a, &b], roomy()).await;
     let d = node(&[&a, &b, &c]).await;
-    let ma = a.join("stopped", MeshOptions::default()).await.unwrap();
-    let mb = b.join("stopped", MeshOptions::default()).await.unwrap();
-    let mc = c.join("stopped", MeshOptions::default()).await.unwrap();
-    let md = d.join("stopped", MeshOptions::default()).await.unwrap();
-    for m in [&ma, &mb, &mc, &md] {
-        neighbors_at_least(m, 3).await;
-    }
+    let [ma, mb, mc, md] = join_all([&a, &b, &c, &d], "stopped", 3).await;
     // Each receiver counts the distinct messages it gets.
-    let counter = |node: &Node, mesh: &peerchannel::Mesh| {
+    let counter = |node: &Node, mesh: &Mesh| {
         let mut channel = mesh.raw_channel("x").unwrap();
         let name = node.peer_id().fmt_short();
         tokio::spawn(async move {
