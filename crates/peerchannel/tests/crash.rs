@@ -74,27 +74,46 @@ async fn a_crashed_node_is_noticed_and_routed_around() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_neighbor_that_stops_reading_holds_up_no_one() {
-    const MESSAGES: u32 = 10_000;
-    // Receivers whose channels hold every message: this test is not about slow readers.
-    let roomy = || {
+async fn a_sender_flat_out_past_a_crashed_neighbor_loses_nothing() {
+    send_past_a_crashed_neighbor(10_000, None).await;
+}
+
+/// The same with links that stay up while silent, so that nothing but routing around d can end
+/// a's wait for it (not the idle timeout): this loses messages at b or c in about one run of
+/// three (found on 2026-11-22; with the 3 s default, d's link dies and the mesh repairs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "reproduces a known loss: a neighbor routed around while its link stays up"]
+async fn a_neighbor_that_stops_reading_is_routed_around_without_loss() {
+    send_past_a_crashed_neighbor(5_000, Some(Duration::from_secs(60))).await;
+}
+
+/// Four nodes in one mesh; d crashes (it acknowledges nothing from then on, so a's link to it
+/// fills up: its queue and QUIC's window hold some 1,700 1 KiB messages); a sends `messages`
+/// flat out; b and c must get every one. With `idle`, links time out only after that long, and
+/// d must still be a's neighbor when a is done (routed around, not dropped).
+async fn send_past_a_crashed_neighbor(messages: u32, idle: Option<Duration>) {
+    // Channels that hold every message: this is not about slow readers.
+    let config = || {
         let mut config = NodeConfig::default();
-        config.channel_capacity = MESSAGES as usize;
+        config.channel_capacity = messages as usize;
+        if let Some(idle) = idle {
+            config.link.max_idle_timeout = idle;
+        }
         config
     };
-    let a = node(&[]).await;
-    let b = node_with(&[&a], roomy()).await;
-    let c = node_with(&[&a, &b], roomy()).await;
-    let d = node(&[&a, &b, &c]).await;
+    let a = node_with(&[], config()).await;
+    let b = node_with(&[&a], config()).await;
+    let c = node_with(&[&a, &b], config()).await;
+    let d = node_with(&[&a, &b, &c], config()).await;
     let [ma, mb, mc, md] = join_all([&a, &b, &c, &d], "stopped", 3).await;
     // Each receiver counts the distinct messages it gets.
     let counter = |node: &Node, mesh: &Mesh| {
         let mut channel = mesh.raw_channel("x").unwrap();
         let name = node.peer_id().fmt_short();
         tokio::spawn(async move {
-            let mut seen = vec![false; MESSAGES as usize];
+            let mut seen = vec![false; messages as usize];
             let mut count = 0;
-            while count < MESSAGES {
+            while count < messages {
                 let m = channel
                     .recv()
                     .await
@@ -111,20 +130,20 @@ async fn a_neighbor_that_stops_reading_holds_up_no_one() {
     let got_c = counter(&c, &mc);
     let ca = ma.raw_channel("x").unwrap();
 
-    // d stops dead: it acknowledges nothing from now on, so a's link to it fills up.
     d.crash();
     within("a's sends", async {
-        for i in 0..MESSAGES {
+        for i in 0..messages {
             let mut body = vec![0u8; 1024];
             body[..4].copy_from_slice(&i.to_be_bytes());
             ca.send(body).await.unwrap();
         }
     })
     .await;
-    assert_eq!(within("b's messages", got_b).await.unwrap(), MESSAGES);
-    assert_eq!(within("c's messages", got_c).await.unwrap(), MESSAGES);
-    let stats = ma.stats().await.unwrap().unwrap();
-    assert_eq!(stats.broadcast.originated, u64::from(MESSAGES));
+    assert_eq!(within("b's messages", got_b).await.unwrap(), messages);
+    assert_eq!(within("c's messages", got_c).await.unwrap(), messages);
+    if idle.is_some() {
+        assert!(ma.neighbors().await.unwrap().contains(&d.peer_id()));
+    }
     drop(md);
     for n in [a, b, c] {
         n.shutdown().await;

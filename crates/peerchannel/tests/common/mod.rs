@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use peerchannel::resolver::StaticResolver;
-use peerchannel::tls::LinkConfig;
 use peerchannel::{Event, Identity, Mesh, Node, NodeConfig};
 use tokio::sync::broadcast;
 
@@ -27,7 +26,7 @@ pub async fn node(peers: &[&Node]) -> Node {
     node_with(peers, NodeConfig::default()).await
 }
 
-/// Like [`node`], from `config` (its address, resolver and link settings are replaced).
+/// Like [`node`], from `config` (its address and resolver are replaced).
 pub async fn node_with(peers: &[&Node], config: NodeConfig) -> Node {
     init_logs();
     let mut config = config.listen("127.0.0.1:0".parse().unwrap());
@@ -35,7 +34,6 @@ pub async fn node_with(peers: &[&Node], config: NodeConfig) -> Node {
         let addrs = peers.iter().map(|p| (p.peer_id(), p.local_addr()));
         config = config.resolver(Arc::new(StaticResolver::from_peers(addrs)));
     }
-    config.link = LinkConfig::default();
     Node::bind(Identity::generate().unwrap(), config)
         .await
         .unwrap()
