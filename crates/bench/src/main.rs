@@ -86,6 +86,11 @@ struct RunArgs {
     /// runtime blocked otherwise) and report how the others fare.
     #[arg(long, value_name = "SECS")]
     pause_one: Option<f64>,
+    /// The sender's rate in the pause phase, messages per second (default: as fast as
+    /// backpressure allows). A rate the mesh can carry shows what a slow receiver costs the
+    /// others when the mesh is not saturated.
+    #[arg(long, value_name = "RATE", requires = "pause_one")]
+    pause_rate: Option<f64>,
     /// Sign every message end to end (every receiver checks every signature): measures what
     /// signing costs. Compare with a run without it.
     #[arg(long)]
@@ -196,7 +201,7 @@ async fn measure(args: &RunArgs, cluster: &Cluster, printer: &mut Printer) -> an
         cluster.settle().await?;
         phases::warm_up(cluster).await?;
         progress(&format!("pause: one receiver stops for {pause_secs} s"));
-        let pause = phases::pause(cluster, pause_secs).await?;
+        let pause = phases::pause(cluster, pause_secs, args.pause_rate).await?;
         printer.pause(&pause);
     }
     Ok(())
@@ -224,10 +229,53 @@ fn validate(args: &RunArgs) -> anyhow::Result<()> {
     if args.pause_one.is_some_and(|s| !(s > 0.0 && s.is_finite())) {
         bail!("--pause-one must be more than zero seconds");
     }
+    if args.pause_rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+        bail!("--pause-rate must be more than zero");
+    }
     Ok(())
 }
 
 /// Progress goes to stderr, so that stdout holds only the results.
 fn progress(what: &str) {
     eprintln!("peerchannel-bench: {what}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `validate` says of a command line, or what clap refuses in it.
+    fn check(args: &[&str]) -> Result<(), String> {
+        let cli =
+            Cli::try_parse_from(std::iter::once("peerchannel-bench").chain(args.iter().copied()))
+                .map_err(|e| e.to_string())?;
+        validate(&cli.run).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn command_lines_are_checked_before_anything_starts() {
+        assert_eq!(check(&[]), Ok(()));
+        assert_eq!(check(&["--pause-one", "2", "--pause-rate", "5000"]), Ok(()));
+        let refused = [
+            (&["--nodes", "1"][..], "--nodes must be at least 2"),
+            (
+                &["--nodes", "2", "--pause-one", "1"],
+                "needs at least 3 nodes",
+            ),
+            (&["--size", "3"], "--size must be between"),
+            (&["--secs", "0"], "--secs must be more than zero"),
+            (&["--rate", "NaN"], "--rate must be more than zero"),
+            (&["--pause-one=-1"], "--pause-one must be more than zero"),
+            (
+                &["--pause-one", "1", "--pause-rate", "0"],
+                "--pause-rate must be more",
+            ),
+            // A rate for a pause phase that does not run is a mistake, not a no-op.
+            (&["--pause-rate", "100"], "--pause-one"),
+        ];
+        for (args, expected) in refused {
+            let err = check(args).expect_err(&format!("{args:?} accepted"));
+            assert!(err.contains(expected), "{args:?}: {err}");
+        }
+    }
 }

@@ -12,7 +12,7 @@ use crate::cluster::{Cluster, Member, Mode};
 use crate::payload::Phase;
 use crate::procstat::ProcSample;
 use crate::record::{
-    Percentiles, ReceiverReport, efficiency, full_delivery, latency_histogram, per_sec, rmr,
+    Percentiles, ReceiverReport, efficiency, full_delivery, merged_latency, per_sec, rmr,
 };
 
 /// How long the sender sends before a measured phase, so that the broadcast tree has formed
@@ -74,6 +74,11 @@ pub struct ThroughputResult {
     pub lagged: u64,
     /// CPU time per delivered message, every node and the harness included.
     pub cpu_us_per_delivery: f64,
+    /// Median one-way latency at saturation, over every delivery at every receiver: how long
+    /// messages wait in the queues along the tree when every queue is full.
+    pub load_p50_us: f64,
+    /// ... its 99th percentile.
+    pub load_p99_us: f64,
 }
 
 /// Sends as fast as possible for `secs` and measures what the receivers got.
@@ -109,6 +114,7 @@ pub async fn throughput(
     let fastest = rates.iter().copied().fold(0.0, f64::max);
     let deliveries: u64 = got.iter().sum();
     let seqs: Vec<_> = reports.iter().map(|r| &r.seqs).collect();
+    let (load, _) = merged_latency(&reports)?;
     Ok(ThroughputResult {
         sent: sent.sent,
         window_secs: ns_to_secs(window),
@@ -123,6 +129,8 @@ pub async fn throughput(
         deliveries,
         lagged: reports.iter().map(|r| r.lagged).max().unwrap_or(0),
         cpu_us_per_delivery: ratio(cpu_after.saturating_sub(cpu_before), deliveries) / 1_000.0,
+        load_p50_us: load.p50_us,
+        load_p99_us: load.p99_us,
     })
 }
 
@@ -163,19 +171,13 @@ pub async fn latency(cluster: &Cluster, secs: f64, rate: f64) -> anyhow::Result<
     };
     let sent = cluster.sender().send(plan).await?;
     let reports = drain_and_report(cluster.receivers(), Phase::Latency, sent.sent).await?;
-    let mut all = latency_histogram();
-    let mut p99_worst: f64 = 0.0;
-    for r in &reports {
-        let h = r.histogram()?;
-        p99_worst = p99_worst.max(Percentiles::of(&h).p99_us);
-        all.add(&h)?;
-    }
+    let (all, p99_worst_node_us) = merged_latency(&reports)?;
     let seqs: Vec<_> = reports.iter().map(|r| &r.seqs).collect();
     Ok(LatencyResult {
         rate,
         sent: sent.sent,
-        all: Percentiles::of(&all),
-        p99_worst_node_us: p99_worst,
+        all,
+        p99_worst_node_us,
         full_delivery: full_delivery(&seqs, sent.sent),
     })
 }
@@ -235,6 +237,8 @@ pub fn resources(
 pub struct PauseResult {
     /// How long the receiver was paused.
     pub pause_secs: f64,
+    /// The sender's rate, messages/s; `None` for as fast as backpressure allows.
+    pub rate: Option<f64>,
     /// How: `SIGSTOP` (its process) or `runtime blocked` (its thread, in-process).
     pub how: &'static str,
     /// The other receivers' rate before the pause (the slowest of them), messages/s.
@@ -276,8 +280,13 @@ pub struct PauseResult {
     pub counters: Counters,
 }
 
-/// Sends as fast as possible while the last receiver is paused for `pause_secs`.
-pub async fn pause(cluster: &Cluster, pause_secs: f64) -> anyhow::Result<PauseResult> {
+/// Sends at `rate` (as fast as possible if `None`) while the last receiver is paused for
+/// `pause_secs`.
+pub async fn pause(
+    cluster: &Cluster,
+    pause_secs: f64,
+    rate: Option<f64>,
+) -> anyhow::Result<PauseResult> {
     let victim = cluster
         .members
         .last()
@@ -287,7 +296,7 @@ pub async fn pause(cluster: &Cluster, pause_secs: f64) -> anyhow::Result<PauseRe
     let plan = SendPlan {
         phase: Phase::Pause,
         secs: PAUSE_LEAD_SECS + pause_secs + PAUSE_TAIL_SECS,
-        rate: None,
+        rate,
     };
     let (sent, control) = tokio::join!(
         cluster.sender().send(plan),
@@ -329,6 +338,7 @@ pub async fn pause(cluster: &Cluster, pause_secs: f64) -> anyhow::Result<PauseRe
     };
     Ok(PauseResult {
         pause_secs,
+        rate,
         how: match cluster.mode {
             Mode::Processes => "SIGSTOP",
             Mode::InProcess => "runtime blocked",

@@ -209,6 +209,19 @@ impl Percentiles {
     }
 }
 
+/// The percentiles of one-way latency over every receiver's deliveries, and the worst
+/// receiver's 99th percentile.
+pub fn merged_latency(reports: &[ReceiverReport]) -> anyhow::Result<(Percentiles, f64)> {
+    let mut all = latency_histogram();
+    let mut p99_worst: f64 = 0.0;
+    for r in reports {
+        let h = r.histogram()?;
+        p99_worst = p99_worst.max(Percentiles::of(&h).p99_us);
+        all.add(&h)?;
+    }
+    Ok((Percentiles::of(&all), p99_worst))
+}
+
 /// The share of the `sent` messages (sequence numbers `0..sent`) that every receiver got.
 pub fn full_delivery(receivers: &[&SeqSet], sent: u64) -> f64 {
     if sent == 0 {
@@ -330,6 +343,23 @@ mod tests {
             Percentiles::of(&latency_histogram()),
             Percentiles::default()
         );
+    }
+
+    #[test]
+    fn latencies_merge_over_receivers_and_the_worst_p99_is_one_receivers() {
+        // One receiver at 1..=100 us, another at 1,001..=1,100 us.
+        let (mut fast, mut slow) = (PhaseRecord::default(), PhaseRecord::default());
+        for seq in 0..100 {
+            fast.record(seq, 0, (seq + 1) * 1_000);
+            slow.record(seq, 0, (seq + 1_001) * 1_000);
+        }
+        let (all, worst) = merged_latency(&[fast.report(0), slow.report(0)]).unwrap();
+        // The median of all 200 is the fast receiver's largest; the worst p99 is the slow
+        // receiver's own.
+        assert!((all.p50_us - 100.0).abs() < 0.1, "{all:?}");
+        assert!((all.max_us - 1_100.0).abs() < 1.0, "{all:?}");
+        assert!((worst - 1_099.0).abs() < 1.0, "{worst}");
+        assert_eq!(merged_latency(&[]).unwrap(), (Percentiles::default(), 0.0));
     }
 
     #[test]

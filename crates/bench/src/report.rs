@@ -142,6 +142,12 @@ impl Printer {
         );
         row(
             "throughput",
+            "p50 / p99 one-way under load (queueing)",
+            &format!("{:.1}/{:.1} ms", t.load_p50_us / 1e3, t.load_p99_us / 1e3),
+            "",
+        );
+        row(
+            "throughput",
             "CPU time per delivery (all nodes)",
             &format!("{:.2} us", t.cpu_us_per_delivery),
             "",
@@ -237,9 +243,13 @@ impl Printer {
         if self.json {
             return self.line("pause", p);
         }
+        let sender = match p.rate {
+            Some(rate) => format!("sender at {}/s", count(rate)),
+            None => "sender flat out".to_owned(),
+        };
         row(
             "pause",
-            &format!("others' msgs/s before / during ({})", p.how),
+            &format!("others' msgs/s before / during ({}, {sender})", p.how),
             &format!(
                 "{} / {}",
                 count(p.others_before_msgs_per_sec),
