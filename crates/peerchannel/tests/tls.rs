@@ -1,5 +1,6 @@
 //! Links between real QUIC endpoints on loopback: mutual authentication by peer id, and the
-//! transport settings (keep-alive, idle timeout, datagrams) that the link layer relies on.
+//! transport settings (keep-alive, idle timeout, datagrams, flow control) that the link layer
+//! relies on.
 //!
 //! Every wait has a deadline; nothing waits on a fixed sleep to synchronise.
 
@@ -176,6 +177,61 @@ async fn datagrams_are_enabled() {
         within(b_to_a.read_datagram()).await.unwrap(),
         &b"unreliable"[..]
     );
+}
+
+/// Bytes written to `send` before a write finds no more room: each write returns as soon as
+/// the stream's flow control lets bytes into the send buffer, so one that has not returned
+/// after a while is waiting for the peer to read.
+async fn written_until_blocked(send: &mut quinn::SendStream, limit: usize) -> usize {
+    let chunk = [7u8; 1024];
+    let mut total = 0;
+    while total < limit {
+        match tokio::time::timeout(Duration::from_millis(300), send.write(&chunk)).await {
+            Ok(written) => total += written.unwrap(),
+            Err(_) => break,
+        }
+    }
+    total
+}
+
+#[tokio::test]
+async fn a_stream_carries_no_more_than_the_readers_window_ahead_of_its_reading() {
+    let small = LinkConfig {
+        stream_receive_window: 16 * 1024,
+        ..LinkConfig::default()
+    };
+    let (a, b) = (Node::new(), Node::with_config(&small));
+    let accept = b.accept_one();
+    let (conn, _) = within(tls::connect(&a.endpoint, b.addr(), b.id.into()))
+        .await
+        .unwrap();
+    let b_side = within(accept).await.unwrap().unwrap();
+
+    // b reads nothing yet: a may send its window, not a byte more.
+    let mut send = conn.open_uni().await.unwrap();
+    let ahead = written_until_blocked(&mut send, 64 * 1024).await;
+    assert_eq!(ahead, small.stream_receive_window as usize);
+
+    // Once b reads, the rest follows.
+    let reader = tokio::spawn(async move {
+        let mut recv = b_side.accept_uni().await.unwrap();
+        recv.read_to_end(1 << 20).await.unwrap().len()
+    });
+    within(send.write_all(&vec![7u8; 64 * 1024 - ahead]))
+        .await
+        .unwrap();
+    send.finish().unwrap();
+    assert_eq!(within(reader).await.unwrap(), 64 * 1024);
+
+    // The default window takes the same 64 KiB without anyone reading.
+    let c = Node::new();
+    let accept = c.accept_one();
+    let (conn, _) = within(tls::connect(&a.endpoint, c.addr(), c.id.into()))
+        .await
+        .unwrap();
+    let _c_side = within(accept).await.unwrap().unwrap();
+    let mut send = conn.open_uni().await.unwrap();
+    assert_eq!(written_until_blocked(&mut send, 64 * 1024).await, 64 * 1024);
 }
 
 #[tokio::test]
