@@ -244,12 +244,13 @@ impl Printer {
             return self.line("pause", p);
         }
         let sender = match p.rate {
-            Some(rate) => format!("sender at {}/s", count(rate)),
-            None => "sender flat out".to_owned(),
+            Some(rate) => format!("{} msg/s", count(rate)),
+            None => "flat out".to_owned(),
         };
+        row("pause", "node 0 sends", &sender, "");
         row(
             "pause",
-            &format!("others' msgs/s before / during ({}, {sender})", p.how),
+            &format!("others' msgs/s before / during ({})", p.how),
             &format!(
                 "{} / {}",
                 count(p.others_before_msgs_per_sec),
