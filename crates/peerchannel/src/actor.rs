@@ -70,6 +70,11 @@ const BACKPRESSURE_LIMIT: Duration = Duration::from_secs(2);
 /// A neighbor whose queue stays full this long is disconnected.
 const SLOW_DISCONNECT: Duration = Duration::from_secs(10);
 
+/// How often answers waiting for room in a link's data lane are moved into it (while any
+/// wait; see [`Link::queue_answer`]). A lane holds [`link::DATA_QUEUE_FRAMES`] frames, which a
+/// busy link sends in tens of milliseconds: it does not run dry between two feeds.
+const ANSWER_FEED: Duration = Duration::from_millis(5);
+
 /// Link events handled in one round of the run loop, when that many are waiting.
 const LINK_BATCH: usize = 64;
 
@@ -200,6 +205,7 @@ pub(crate) fn spawn(setup: Setup) {
         handshakes: Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES)),
         deferred: VecDeque::new(),
         answering: None,
+        answers_waiting: false,
         last_gossip: None,
         _socket: socket,
     };
@@ -233,11 +239,21 @@ impl Peer {
     /// The link to send on: of two (both sides dialed at once), the one dialed by the peer
     /// with the smaller id, so that both sides pick the same.
     fn current(&self, me: PeerId, peer: PeerId) -> Option<&Link> {
+        self.links.get(self.current_index(me, peer)?)
+    }
+
+    fn current_mut(&mut self, me: PeerId, peer: PeerId) -> Option<&mut Link> {
+        let i = self.current_index(me, peer)?;
+        self.links.get_mut(i)
+    }
+
+    fn current_index(&self, me: PeerId, peer: PeerId) -> Option<usize> {
         let preferred_outgoing = me < peer;
-        self.links
+        let preferred = self
+            .links
             .iter()
-            .find(|l| l.outgoing == preferred_outgoing)
-            .or_else(|| self.links.first())
+            .position(|l| l.outgoing == preferred_outgoing);
+        preferred.or((!self.links.is_empty()).then_some(0))
     }
 }
 
@@ -271,6 +287,8 @@ struct Actor {
     /// The peer whose request (graft, fetch or resume) is being answered, while its outputs are
     /// carried out (set and cleared by [`Actor::on_link_event`]).
     answering: Option<PeerId>,
+    /// Whether some link has answers waiting for room (see [`Link::queue_answer`]).
+    answers_waiting: bool,
     /// The frame of the last message pushed (see [`Actor::encode`]).
     last_gossip: Option<(MeshId, MessageId<PeerId>, u16, Bytes)>,
     /// Kept so the socket lives as long as the task.
@@ -291,6 +309,8 @@ impl Actor {
         let never = tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600);
         let timer = tokio::time::sleep_until(never);
         tokio::pin!(timer);
+        let mut answer_feed = tokio::time::interval(ANSWER_FEED);
+        answer_feed.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let due = self
                 .state
@@ -342,8 +362,12 @@ impl Actor {
                     self.state.handle_timeout(Instant::now());
                 }
                 _ = sweep.tick() => self.sweep(),
+                _ = answer_feed.tick(), if self.answers_waiting => {}
             }
             self.drain().await;
+            if self.answers_waiting {
+                self.feed_answers();
+            }
         }
     }
 
@@ -957,18 +981,26 @@ impl Actor {
         let me = self.me;
         // The answer to a request goes against the tree's flow (or, for a resume, may be the
         // whole store): waiting for room for it could make two nodes wait on each other, or
-        // hold this node up. What the queue does not take is dropped, and the asker asks again.
-        // So is every data frame to a neighbor found stuck in this same round: the core routes
-        // around it once the outputs are carried out, and a resume's answer alone may be
-        // thousands of frames, each of which would wait again.
+        // hold this node up. What the queue does not take waits beside it, bounded, and is fed
+        // in as room comes (`Link::queue_answer`). Every data frame to a neighbor found stuck
+        // in this same round is sent best effort: the core routes around it once the outputs
+        // are carried out, and each frame would wait again.
         let found_stuck = || {
             self.deferred
                 .iter()
                 .any(|e| matches!(e, InEvent::PeerSlow { peer } if *peer == to))
         };
-        let best_effort = lane == Lane::Data && (self.answering == Some(to) || found_stuck());
+        let answer = lane == Lane::Data && self.answering == Some(to);
+        let best_effort = answer || (lane == Lane::Data && found_stuck());
         let entry = self.peers.entry(to).or_default();
         entry.unused_since = None;
+        if answer && let Some(link) = entry.current_mut(me, to) {
+            if !link.queue_answer(frame) {
+                debug!(peer = %to.fmt_short(), "answers waiting past their bound: one dropped");
+            }
+            self.answers_waiting |= link.has_answers();
+            return;
+        }
         let Some(link) = entry.current(me, to) else {
             if entry.pending.len() < PENDING_FRAMES {
                 entry.pending.push((frame, lane));
@@ -1027,6 +1059,19 @@ impl Actor {
                 }
             }
         }
+    }
+
+    /// Moves waiting answers into the links' data lanes as far as they have room.
+    fn feed_answers(&mut self) {
+        let mut waiting = false;
+        for entry in self.peers.values_mut() {
+            for link in &mut entry.links {
+                if link.has_answers() {
+                    waiting |= link.feed_answers();
+                }
+            }
+        }
+        self.answers_waiting = waiting;
     }
 
     async fn shutdown(&mut self) {

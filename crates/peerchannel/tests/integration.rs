@@ -29,6 +29,7 @@ mod message_size;
 mod offline;
 mod password;
 mod resolver_service;
+mod resume;
 mod signing;
 mod tls;
 mod two_meshes;

@@ -65,7 +65,12 @@ pub struct RawPeer {
 impl RawPeer {
     /// Links to `node` and asks to join `mesh` through it.
     pub async fn join(node: &Node, mesh: &str) -> Self {
-        let mut peer = Self::connect(node).await;
+        Self::join_with(node, mesh, &LinkConfig::default()).await
+    }
+
+    /// [`RawPeer::join`] over a link with these settings.
+    pub async fn join_with(node: &Node, mesh: &str, link: &LinkConfig) -> Self {
+        let mut peer = Self::connect_with(node, link).await;
         let mesh = MeshId::new(mesh).unwrap();
         peer.send(Message {
             mesh: mesh.clone(),
@@ -84,12 +89,17 @@ impl RawPeer {
     /// Links to `node` (a real TLS/QUIC handshake with an identity of its own) and sends
     /// nothing yet.
     pub async fn connect(node: &Node) -> Self {
+        Self::connect_with(node, &LinkConfig::default()).await
+    }
+
+    /// [`RawPeer::connect`] over a link with these settings.
+    pub async fn connect_with(node: &Node, link: &LinkConfig) -> Self {
         let identity = Identity::generate().unwrap();
         let id = identity.peer_id();
         let endpoint = tls::bind_endpoint(
             &identity,
             "127.0.0.1:0".parse::<SocketAddr>().unwrap(),
-            &LinkConfig::default(),
+            link,
         )
         .unwrap();
         let (conn, _) = within(
