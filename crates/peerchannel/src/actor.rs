@@ -991,7 +991,7 @@ impl Actor {
                 .any(|e| matches!(e, InEvent::PeerSlow { peer } if *peer == to))
         };
         let answer = lane == Lane::Data && self.answering == Some(to);
-        let best_effort = answer || (lane == Lane::Data && found_stuck());
+        let best_effort = lane == Lane::Data && found_stuck();
         let entry = self.peers.entry(to).or_default();
         entry.unused_since = None;
         if answer && let Some(link) = entry.current_mut(me, to) {

@@ -217,7 +217,8 @@ impl Link {
     /// to be asked for again, and by then the stores had often moved on (measured with
     /// `peerchannel-bench --pause-one 10 --pause-rate 5000`: 3,000-4,500 frames dropped in one
     /// burst, and runs of 1,700-4,300 messages lost at healthy receivers). Only past
-    /// [`ANSWER_BACKLOG_BYTES`] are answers dropped; false then.
+    /// [`ANSWER_BACKLOG_BYTES`] are answers dropped; false then. Messages pushed to the peer
+    /// meanwhile go ahead of the waiting answers (its copies arrive in any order).
     pub(crate) fn queue_answer(&mut self, frame: Bytes) -> bool {
         if self.answers.is_empty() {
             match self.try_send_data(frame) {

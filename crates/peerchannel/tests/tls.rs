@@ -51,6 +51,15 @@ impl Node {
         self.endpoint.local_addr().unwrap()
     }
 
+    /// Connects to `other`: this side's connection and `other`'s.
+    async fn link_to(&self, other: &Node) -> (quinn::Connection, quinn::Connection) {
+        let accept = other.accept_one();
+        let (conn, _) = within(tls::connect(&self.endpoint, other.addr(), other.id.into()))
+            .await
+            .unwrap();
+        (conn, within(accept).await.unwrap().unwrap())
+    }
+
     /// Accepts one connection in the background and returns the accept's result.
     fn accept_one(
         &self,
@@ -201,11 +210,7 @@ async fn a_stream_carries_no_more_than_the_readers_window_ahead_of_its_reading()
         ..LinkConfig::default()
     };
     let (a, b) = (Node::new(), Node::with_config(&small));
-    let accept = b.accept_one();
-    let (conn, _) = within(tls::connect(&a.endpoint, b.addr(), b.id.into()))
-        .await
-        .unwrap();
-    let b_side = within(accept).await.unwrap().unwrap();
+    let (conn, b_side) = a.link_to(&b).await;
 
     // b reads nothing yet: a may send its window, not a byte more.
     let mut send = conn.open_uni().await.unwrap();
@@ -224,12 +229,7 @@ async fn a_stream_carries_no_more_than_the_readers_window_ahead_of_its_reading()
     assert_eq!(within(reader).await.unwrap(), 64 * 1024);
 
     // The default window takes the same 64 KiB without anyone reading.
-    let c = Node::new();
-    let accept = c.accept_one();
-    let (conn, _) = within(tls::connect(&a.endpoint, c.addr(), c.id.into()))
-        .await
-        .unwrap();
-    let _c_side = within(accept).await.unwrap().unwrap();
+    let (conn, _c_side) = a.link_to(&Node::new()).await;
     let mut send = conn.open_uni().await.unwrap();
     assert_eq!(written_until_blocked(&mut send, 64 * 1024).await, 64 * 1024);
 }
