@@ -659,7 +659,11 @@ impl Actor {
                 .into_iter()
                 .partition(|l| l.outgoing == preferred);
             entry.links = keep;
-            for link in retire {
+            for mut link in retire {
+                if let Some(kept) = entry.links.first_mut() {
+                    kept.adopt_answers(&mut link);
+                    self.answers_waiting |= kept.has_answers();
+                }
                 let conn = link.conn.clone();
                 let writer = link.finish();
                 tokio::spawn(async move {
@@ -698,7 +702,7 @@ impl Actor {
                     Instant::now(),
                 );
                 // What a graft, a fetch or a resume makes the core send back to its sender
-                // answers it: best effort (see `send_frame`).
+                // answers it: never waited for (see `send_frame`).
                 self.answering = request.then_some(peer);
                 self.drain().await;
                 self.answering = None;
@@ -996,7 +1000,7 @@ impl Actor {
         entry.unused_since = None;
         if answer && let Some(link) = entry.current_mut(me, to) {
             if !link.queue_answer(frame) {
-                debug!(peer = %to.fmt_short(), "answers waiting past their bound: one dropped");
+                debug!(peer = %to.fmt_short(), "an answer dropped: the link's queues are full");
             }
             self.answers_waiting |= link.has_answers();
             return;

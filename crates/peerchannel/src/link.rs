@@ -31,11 +31,6 @@ pub(crate) const DATA_QUEUE_FRAMES: usize = 512;
 /// How long a link being closed waits for the peer to acknowledge the last frames.
 pub(crate) const FINISH_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Bytes of answers (to grafts, fetches and resumes) a link keeps waiting for room in its data
-/// lane, beyond which further answers are dropped: 4 MiB, the default store, which is the most
-/// one resume can ask for.
-pub(crate) const ANSWER_BACKLOG_BYTES: usize = 4 * 1024 * 1024;
-
 /// A batched write is cut at about this many bytes.
 const WRITE_BATCH: usize = 64 * 1024;
 
@@ -158,7 +153,7 @@ impl Link {
             writer,
             accounting,
             max_queued: limits.queued_bytes,
-            answers: Backlog::new(ANSWER_BACKLOG_BYTES),
+            answers: Backlog::new(limits.queued_bytes),
         }
     }
 
@@ -216,9 +211,11 @@ impl Link {
     /// thousands of frames, where the lane holds [`DATA_QUEUE_FRAMES`]: dropped, the rest had
     /// to be asked for again, and by then the stores had often moved on (measured with
     /// `peerchannel-bench --pause-one 10 --pause-rate 5000`: 3,000-4,500 frames dropped in one
-    /// burst, and runs of 1,700-4,300 messages lost at healthy receivers). Only past
-    /// [`ANSWER_BACKLOG_BYTES`] are answers dropped; false then. Messages pushed to the peer
-    /// meanwhile go ahead of the waiting answers (its copies arrive in any order).
+    /// burst, and runs of 1,700-4,300 messages lost at healthy receivers). The answers waiting
+    /// are bounded like the lanes, by [`Limits::queued_bytes`] (16 MiB by default: four
+    /// default stores); past it an answer is dropped (false) and the asker asks again.
+    /// Messages pushed to the peer meanwhile go ahead of the waiting answers (its copies may
+    /// arrive in any order).
     pub(crate) fn queue_answer(&mut self, frame: Bytes) -> bool {
         if self.answers.is_empty() {
             match self.try_send_data(frame) {
@@ -241,6 +238,14 @@ impl Link {
             }
         }
         !self.answers.is_empty()
+    }
+
+    /// Takes over the answers waiting on `retired` (a duplicate connection about to be
+    /// finished), ahead of this link's own: they were queued first.
+    pub(crate) fn adopt_answers(&mut self, retired: &mut Link) {
+        while let Some(frame) = retired.answers.pop_back() {
+            self.answers.push_front(frame);
+        }
     }
 
     /// Whether answers wait for room.
@@ -419,7 +424,8 @@ impl Backlog {
         true
     }
 
-    /// Puts back a frame just taken, ahead of the others (it was within the bound before).
+    /// Puts a frame ahead of the others, whatever the bound: one just taken, or one of a
+    /// retired link's (whose bytes were within the same bound there).
     fn push_front(&mut self, frame: Bytes) {
         self.bytes += frame.len();
         self.frames.push_front(frame);
@@ -427,6 +433,12 @@ impl Backlog {
 
     fn pop(&mut self) -> Option<Bytes> {
         let frame = self.frames.pop_front()?;
+        self.bytes -= frame.len();
+        Some(frame)
+    }
+
+    fn pop_back(&mut self) -> Option<Bytes> {
+        let frame = self.frames.pop_back()?;
         self.bytes -= frame.len();
         Some(frame)
     }

@@ -59,6 +59,7 @@ async fn a_resume_larger_than_the_data_lane_is_answered_in_full() {
         }),
     })
     .await;
+    // Every one of the 2,000 (a sends nothing else), or the wait for the next times out.
     let mut got = BTreeSet::new();
     while (got.len() as u64) < SENT {
         let seq = raw
@@ -73,9 +74,6 @@ async fn a_resume_larger_than_the_data_lane_is_answered_in_full() {
             .await;
         got.insert(seq);
     }
-    // Without a hole: one run of sequence numbers.
-    let (first, last) = (got.first().unwrap(), got.last().unwrap());
-    assert_eq!(last - first + 1, SENT, "{first}..={last}");
     for n in [a, b] {
         n.shutdown().await;
     }

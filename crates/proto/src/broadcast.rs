@@ -56,8 +56,8 @@ pub const RESUME_INTERVAL: std::time::Duration = std::time::Duration::from_secs(
 const MAX_RESUMES_ANSWERED: usize = 1024;
 
 /// The most messages one [`BroadcastMessage::Fetch`] asks for or is answered with: a run of
-/// missing messages up to this long is asked for at once. Its answer is sent best effort into
-/// a link queue of 512 frames, so a longer run would mostly be dropped there.
+/// missing messages up to this long is asked for at once; a run's answer goes out as the
+/// asker's link takes it (the runtime never waits for room for answers).
 pub const MAX_FETCH_RUN: u16 = 256;
 
 /// How many recent beacons are remembered.
