@@ -276,6 +276,10 @@ pub struct PauseResult {
     /// The most messages one of the others' channel readers fell behind and missed (counted
     /// as not delivered).
     pub others_lagged: u64,
+    /// Per other receiver, the runs of the phase's messages it never got, as (first sequence
+    /// number, length): where in the phase the losses fell, and whether receivers lost the
+    /// same runs (a node upstream of them all) or runs of their own.
+    pub others_missing_runs: Vec<Vec<(u64, u64)>>,
     /// The protocol counters, summed over the nodes, for the phase.
     pub counters: Counters,
 }
@@ -349,6 +353,10 @@ pub async fn pause(
         others_kept: kept,
         others_full_delivery: full_delivery(&seqs, sent.sent),
         others_lagged: other_reports.iter().map(|r| r.lagged).max().unwrap_or(0),
+        others_missing_runs: other_reports
+            .iter()
+            .map(|r| r.seqs.missing_runs(sent.sent))
+            .collect(),
         counters,
         sender_rss_before_bytes: control.sender_before,
         sender_rss_peak_bytes: control.sender_peak,

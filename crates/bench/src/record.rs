@@ -64,6 +64,18 @@ impl SeqSet {
     pub fn count_between(&self, from: u64, to: u64) -> u64 {
         (from..to).filter(|s| self.contains(*s)).count() as u64
     }
+
+    /// The runs of `0..below` not in the set, as (first, length), in order.
+    pub fn missing_runs(&self, below: u64) -> Vec<(u64, u64)> {
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        for seq in (0..below).filter(|s| !self.contains(*s)) {
+            match runs.last_mut() {
+                Some((first, len)) if *first + *len == seq => *len += 1,
+                _ => runs.push((seq, 1)),
+            }
+        }
+        runs
+    }
 }
 
 /// A new latency histogram, in nanoseconds.
@@ -326,6 +338,17 @@ mod tests {
             3,
             "duplicates add no latency"
         );
+    }
+
+    #[test]
+    fn missing_runs_are_the_holes_below_the_bound() {
+        let mut set = SeqSet::default();
+        for seq in [0, 1, 4, 5, 6, 64, 200] {
+            set.insert(seq);
+        }
+        assert_eq!(set.missing_runs(70), [(2, 2), (7, 57), (65, 5)]);
+        assert_eq!(set.missing_runs(2), []);
+        assert_eq!(SeqSet::default().missing_runs(3), [(0, 3)]);
     }
 
     #[test]

@@ -264,6 +264,14 @@ impl Printer {
             &count(p.others_after_msgs_per_sec),
             &format!("{:.1}% reached every other", p.others_full_delivery * 100.0),
         );
+        let runs = p.others_missing_runs.iter().flatten();
+        let (count_runs, longest) = runs.fold((0, 0), |(n, max), (_, len)| (n + 1, max.max(*len)));
+        row(
+            "pause",
+            "others' runs of messages missed (all receivers)",
+            &count(count_runs as f64),
+            &format!("longest {}; where: --json", count(longest as f64)),
+        );
         if p.others_lagged > 0 {
             row(
                 "pause",
