@@ -206,8 +206,8 @@ impl Link {
     }
 
     /// Queues an answer to the peer's request (a graft, a fetch or a resume) without waiting:
-    /// into the data lane if it has room and no earlier answer waits, else behind the answers
-    /// already waiting (see [`Link::feed_answers`]). A resume's answer can be a whole store,
+    /// behind the answers already waiting, which go into the data lane as far as it has room
+    /// (now, and again at each [`Link::feed_answers`]). A resume's answer can be a whole store,
     /// thousands of frames, where the lane holds [`DATA_QUEUE_FRAMES`]: dropped, the rest had
     /// to be asked for again, and by then the stores had often moved on (measured with
     /// `peerchannel-bench --pause-one 10 --pause-rate 5000`: 3,000-4,500 frames dropped in one
@@ -217,24 +217,24 @@ impl Link {
     /// Messages pushed to the peer meanwhile go ahead of the waiting answers (its copies may
     /// arrive in any order).
     pub(crate) fn queue_answer(&mut self, frame: Bytes) -> bool {
-        if self.answers.is_empty() {
-            match self.try_send_data(frame) {
-                Ok(()) => return true,
-                Err(Refused::Full(frame)) => return self.answers.push(frame),
-                Err(Refused::Overloaded) => return false,
-            }
-        }
-        self.answers.push(frame)
+        let queued = self.answers.push(frame);
+        self.feed_answers();
+        queued
     }
 
     /// Moves waiting answers into the data lane while it has room; true if some still wait.
     pub(crate) fn feed_answers(&mut self) -> bool {
         while let Some(frame) = self.answers.pop() {
-            if let Err(refused) = self.try_send_data(frame) {
-                if let Refused::Full(frame) = refused {
+            match self.try_send_data(frame) {
+                Ok(()) => {}
+                // Full, or closed (the reader reports the close, and the link goes with its
+                // answers).
+                Err(Refused::Full(frame)) => {
                     self.answers.push_front(frame);
+                    break;
                 }
-                break;
+                // Only the control lane refuses as overloaded.
+                Err(Refused::Overloaded) => break,
             }
         }
         !self.answers.is_empty()
