@@ -93,6 +93,10 @@ pub struct Counters {
     pub resumed: u64,
     /// Prunes sent.
     pub prunes_sent: u64,
+    /// Messages neighbors asked for that were no longer stored.
+    pub unanswerable: u64,
+    /// Announcements ignored as older than the duplicate cache remembers.
+    pub stale_ignored: u64,
 }
 
 impl Counters {
@@ -121,6 +125,8 @@ impl Counters {
             resumes_sent: op(self.resumes_sent, other.resumes_sent),
             resumed: op(self.resumed, other.resumed),
             prunes_sent: op(self.prunes_sent, other.prunes_sent),
+            unanswerable: op(self.unanswerable, other.unanswerable),
+            stale_ignored: op(self.stale_ignored, other.stale_ignored),
         }
     }
 }
@@ -188,6 +194,7 @@ impl Agent {
         } else {
             MeshOptions::default()
         };
+
         let mesh = node.join(MESH_ADDRESS, options).await?;
         let health = Arc::new(Mutex::new(Health::default()));
         tokio::spawn(watch(mesh.events(), health.clone()));
@@ -229,6 +236,8 @@ impl Agent {
             resumes_sent: s.broadcast.resumes_sent,
             resumed: s.broadcast.resumed,
             prunes_sent: s.broadcast.prunes_sent,
+            unanswerable: s.broadcast.unanswerable,
+            stale_ignored: s.broadcast.stale_ignored,
         })
     }
 

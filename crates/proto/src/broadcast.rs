@@ -14,6 +14,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use smallvec::SmallVec;
 
+#[cfg(test)]
+use crate::cache::STALE_WINDOW;
 use crate::cache::{HopCounts, SeenCache, Store};
 use crate::config::{BroadcastConfig, BroadcastMode};
 use crate::id::{MessageId, PeerIdentity};
@@ -161,6 +163,12 @@ pub struct BroadcastStats {
     pub resumes_sent: u64,
     /// Stored messages sent answering neighbors' resumes (also counted in `gossip_sent`).
     pub resumed: u64,
+    /// Messages neighbors asked for (grafts and fetches) that were no longer stored: the
+    /// store had moved past them before the ask came (see `BroadcastConfig::store_bytes`).
+    pub unanswerable: u64,
+    /// Announced messages ignored as older than anything of their origin this node still
+    /// remembers (see `BroadcastConfig::seen_capacity`): seen and forgotten, most likely.
+    pub stale_ignored: u64,
 }
 
 /// What the broadcast layer asks of its surroundings.
@@ -750,7 +758,13 @@ impl<PI: PeerIdentity> Broadcast<PI> {
         }
         let wait = self.graft_wait(now);
         for a in batch.iter().flat_map(Announced::iter) {
-            if self.seen.contains(&a.id) {
+            // This node's own messages are never missing here, even once they have left the
+            // duplicate cache (a neighbor back from a stall announces what it stored).
+            if a.id.origin == self.me || self.seen.contains(&a.id) {
+                continue;
+            }
+            if self.seen.is_stale(&a.id, now) {
+                self.stats.stale_ignored += 1;
                 continue;
             }
             if self.missing.len() >= MAX_MISSING && !self.missing.contains_key(&a.id) {
@@ -811,6 +825,7 @@ impl<PI: PeerIdentity> Broadcast<PI> {
         let seqs = (0..count.min(MAX_FETCH_RUN)).map_while(|i| id.seq.checked_add(i.into()));
         for seq in seqs {
             let Some(stored) = self.store.get(&MessageId { seq, ..id }) else {
+                self.stats.unanswerable += 1;
                 continue;
             };
             self.stats.gossip_sent += 1;
@@ -1788,6 +1803,107 @@ mod tests {
         assert_eq!(b.stats().lost, 1);
         assert_eq!(b.awaited_len(), 0);
         assert_eq!(b.poll_timeout(), None);
+    }
+
+    #[test]
+    fn announcements_older_than_the_duplicate_cache_remembers_are_not_asked_for() {
+        // The duplicate cache holds 4 ids: a neighbor back from a stall announces messages of
+        // origin 9 this node delivered and forgot, and one it never had.
+        let now = Instant::now();
+        let config = BroadcastConfig {
+            seen_capacity: 4,
+            ..BroadcastConfig::default()
+        };
+        let mut b = Broadcast::new(1, 0, config);
+        // Origin 9 numbers its messages from 2^30 (starts are random).
+        let seq = |n: u64| (1 << 30) + n;
+        let mut out = Vec::new();
+        for p in [2, 3] {
+            b.neighbor_up(p, 0, Duration::ZERO, now, &mut out);
+        }
+        for n in 100..110 {
+            b.on_gossip(2, gossip(9, seq(n), 1), now, &mut pass, &mut out);
+        }
+        assert!(
+            !b.has_seen(&MessageId {
+                origin: 9,
+                seq: seq(100)
+            }),
+            "forgotten"
+        );
+        out.clear();
+        let old = MessageId {
+            origin: 9,
+            seq: seq(101),
+        };
+        let below_the_window = MessageId {
+            origin: 9,
+            seq: seq(105) - STALE_WINDOW,
+        };
+        let new = MessageId {
+            origin: 9,
+            seq: seq(110),
+        };
+        let other_origin = MessageId {
+            origin: 8,
+            seq: seq(101),
+        };
+        for id in [old, below_the_window, new, other_origin] {
+            b.on_ihave(3, ihave(id, 2), now);
+        }
+        assert_eq!(b.stats().stale_ignored, 1);
+        b.handle_timeout(now + Duration::from_secs(1), &mut out);
+        let asked: Vec<MessageId<u32>> = out
+            .iter()
+            .filter_map(|o| match o {
+                BroadcastOut::Send(3, BroadcastMessage::Graft { id: Some(id) })
+                | BroadcastOut::Send(3, BroadcastMessage::Resume { from: id })
+                | BroadcastOut::Send(3, BroadcastMessage::Fetch { id, .. }) => Some(*id),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            asked.contains(&new) && asked.contains(&other_origin),
+            "{out:?}"
+        );
+        assert!(
+            asked.contains(&below_the_window),
+            "far below: another run of the origin (restarted), not stale: {out:?}"
+        );
+        assert!(
+            !asked.contains(&old),
+            "the stale one is not asked for: {out:?}"
+        );
+        assert_eq!(asked.len(), 3, "{out:?}");
+        // Once the cache's retention has passed since the origin's ids were forgotten, its
+        // old numbers are nothing special any more.
+        let later = now + b.config.seen_retention;
+        b.on_ihave(
+            3,
+            ihave(
+                MessageId {
+                    origin: 9,
+                    seq: seq(102),
+                },
+                2,
+            ),
+            later,
+        );
+        assert_eq!(b.stats().stale_ignored, 1);
+        assert_eq!(b.awaited_len(), 1, "awaited again");
+    }
+
+    #[test]
+    fn a_node_never_asks_for_its_own_messages() {
+        // Node 1's own message, announced back to it after its duplicate cache let it go.
+        let now = Instant::now();
+        let mut b = tree(1, &[2, 3]);
+        b.on_prune(3);
+        b.on_ihave(3, ihave(MessageId { origin: 1, seq: 7 }, 2), now);
+        let mut out = Vec::new();
+        b.handle_timeout(now + Duration::from_secs(1), &mut out);
+        assert!(!out.iter().any(asks_3), "{out:?}");
+        assert_eq!(b.awaited_len(), 0);
     }
 
     #[test]

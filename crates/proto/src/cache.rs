@@ -26,9 +26,22 @@ pub(crate) struct SeenCache<PI> {
     /// Per origin and block of 64 sequence numbers (`seq >> 6`), which of them were seen.
     blocks: HashMap<(PI, u64), u64>,
     order: VecDeque<(Instant, MessageId<PI>)>,
+    /// Per origin, the highest sequence number forgotten so far, and when it was: see
+    /// [`SeenCache::is_stale`].
+    floors: HashMap<PI, (u64, Instant)>,
     retention: Duration,
     capacity: usize,
 }
+
+/// How far below an origin's forgotten ids an id still counts as stale (see
+/// [`SeenCache::is_stale`]): 2^20 messages, minutes of traffic at the rates one sender
+/// reaches. An origin restarted with the same identity starts at a random 32-bit sequence
+/// number: the chance it lands this close below its old numbers is 2^-12, and then only the
+/// repair of its first messages is held back, until the floor expires.
+pub(crate) const STALE_WINDOW: u64 = 1 << 20;
+
+/// Origins whose floor is remembered; a new origin's floor is not recorded past this.
+pub(crate) const MAX_FLOORS: usize = 4096;
 
 /// The block an id falls in, and its bit in the block.
 fn block_of<PI: PeerIdentity>(id: &MessageId<PI>) -> ((PI, u64), u64) {
@@ -40,6 +53,7 @@ impl<PI: PeerIdentity> SeenCache<PI> {
         Self {
             blocks: HashMap::new(),
             order: VecDeque::new(),
+            floors: HashMap::new(),
             retention,
             capacity: capacity.max(1),
         }
@@ -52,7 +66,7 @@ impl<PI: PeerIdentity> SeenCache<PI> {
         }
         self.expire(now);
         while self.order.len() >= self.capacity {
-            self.pop_oldest();
+            self.pop_oldest(now);
         }
         let (block, bit) = block_of(&id);
         *self.blocks.entry(block).or_default() |= bit;
@@ -65,6 +79,21 @@ impl<PI: PeerIdentity> SeenCache<PI> {
         self.blocks.get(&block).is_some_and(|bits| bits & bit != 0)
     }
 
+    /// Whether `id` is older than what this node still remembers of its origin: at or below
+    /// (by less than [`STALE_WINDOW`]) the highest sequence number of that origin the cache
+    /// has forgotten, within `retention` of forgetting it. Such an id was most likely seen and
+    /// forgotten; announced, it comes from a store far behind this node's (a neighbor back
+    /// from a stall announcing what it kept), and asking for it would bring back, as new,
+    /// messages delivered long ago. An origin numbers its messages one after another, so
+    /// one number per origin stands for every id forgotten.
+    pub(crate) fn is_stale(&self, id: &MessageId<PI>, now: Instant) -> bool {
+        self.floors.get(&id.origin).is_some_and(|&(floor, at)| {
+            id.seq <= floor
+                && floor - id.seq < STALE_WINDOW
+                && now.saturating_duration_since(at) < self.retention
+        })
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.order.len()
     }
@@ -74,11 +103,11 @@ impl<PI: PeerIdentity> SeenCache<PI> {
             if now.saturating_duration_since(at) < self.retention {
                 break;
             }
-            self.pop_oldest();
+            self.pop_oldest(now);
         }
     }
 
-    fn pop_oldest(&mut self) {
+    fn pop_oldest(&mut self, now: Instant) {
         let Some((_, id)) = self.order.pop_front() else {
             return;
         };
@@ -89,6 +118,27 @@ impl<PI: PeerIdentity> SeenCache<PI> {
                 self.blocks.remove(&block);
             }
         }
+        self.raise_floor(id, now);
+    }
+
+    /// Notes that `id` was forgotten at `now`.
+    fn raise_floor(&mut self, id: MessageId<PI>, now: Instant) {
+        if let Some((floor, at)) = self.floors.get_mut(&id.origin) {
+            if id.seq >= *floor {
+                *floor = id.seq;
+                *at = now;
+            }
+            return;
+        }
+        if self.floors.len() >= MAX_FLOORS {
+            let retention = self.retention;
+            self.floors
+                .retain(|_, (_, at)| now.saturating_duration_since(*at) < retention);
+            if self.floors.len() >= MAX_FLOORS {
+                return;
+            }
+        }
+        self.floors.insert(id.origin, (id.seq, now));
     }
 }
 
@@ -319,6 +369,31 @@ mod tests {
         small.expire(t0 + Duration::from_secs(10));
         assert_eq!(small.len(), 0);
         assert!(small.blocks.is_empty(), "an empty block is dropped");
+    }
+
+    #[test]
+    fn forgotten_origins_are_remembered_by_one_number_within_a_bound() {
+        let t0 = Instant::now();
+        let mut c = SeenCache::new(Duration::from_secs(10), 1);
+        let of = |origin, seq| MessageId { origin, seq };
+        c.insert(of(1, 50), t0);
+        c.insert(of(1, 40), t0);
+        c.insert(of(1, 60), t0);
+        // 50 and 40 forgotten: the floor is the highest, and covers what lies below it.
+        assert!(c.is_stale(&of(1, 50), t0) && c.is_stale(&of(1, 10), t0));
+        assert!(!c.is_stale(&of(1, 51), t0), "above the floor");
+        assert!(!c.is_stale(&of(2, 10), t0), "another origin");
+        // Floors for at most MAX_FLOORS origins; expired ones make room.
+        for origin in 2..(MAX_FLOORS as u32 + 10) {
+            c.insert(of(origin, 1), t0);
+        }
+        assert_eq!(c.floors.len(), MAX_FLOORS);
+        let later = t0 + Duration::from_secs(10);
+        assert!(!c.is_stale(&of(1, 50), later), "expired");
+        c.insert(of(u32::MAX, 1), later);
+        c.insert(of(u32::MAX - 1, 1), later);
+        assert!(c.is_stale(&of(u32::MAX, 1), later));
+        assert!(c.floors.len() < MAX_FLOORS);
     }
 
     #[test]
