@@ -31,5 +31,6 @@ mod password;
 mod resolver_service;
 mod resume;
 mod signing;
+mod stale;
 mod tls;
 mod two_meshes;
