@@ -131,7 +131,9 @@ async fn old_announcements_from_a_returning_neighbor_are_not_asked_for() {
     assert_eq!(asked, new, "a asked for an old message first");
     let stats = ma.stats().await.unwrap().unwrap();
     assert_eq!(stats.broadcast.stale_ignored, SENT / 2);
-    // Answered, the new message is the next delivery: nothing old came a second time.
+    // Answered, the new message is delivered: the node takes new messages from the peer as
+    // before. (Nothing old could have come again: the raw peer answers no other request,
+    // and the first request a sent was for the new message.)
     raw.send(gossip(new.seq)).await;
     let got = within("the new message", channel.recv()).await.unwrap();
     assert_eq!(got.body.as_ref(), new.seq.to_be_bytes());

@@ -166,8 +166,9 @@ pub struct BroadcastStats {
     /// Messages neighbors asked for (grafts and fetches) that were no longer stored: the
     /// store had moved past them before the ask came (see `BroadcastConfig::store_bytes`).
     pub unanswerable: u64,
-    /// Announced messages ignored as older than anything of their origin this node still
-    /// remembers (see `BroadcastConfig::seen_capacity`): seen and forgotten, most likely.
+    /// Announced messages ignored as stale: at or below the highest sequence number of their
+    /// origin this node's duplicate cache has forgotten (see
+    /// `BroadcastConfig::seen_capacity`): seen and forgotten, most likely.
     pub stale_ignored: u64,
 }
 
@@ -208,6 +209,9 @@ struct Missing<PI> {
     /// Whether that request was a [`BroadcastMessage::Fetch`] (the tree left as it is) rather
     /// than a graft.
     fetched: bool,
+    /// Asked for ahead of its timer because the tree stopped bringing its origin (see
+    /// [`Broadcast::check_stall`]): at most once, and not held back as "behind".
+    hurried: bool,
 }
 
 /// A [`BroadcastMessage::Resume`] sent: later messages of its origin are its answer's to bring.
@@ -763,7 +767,8 @@ impl<PI: PeerIdentity> Broadcast<PI> {
             if a.id.origin == self.me || self.seen.contains(&a.id) {
                 continue;
             }
-            if self.seen.is_stale(&a.id, now) {
+            // An id already awaited is not stale: one more announcer for it.
+            if !self.missing.contains_key(&a.id) && self.seen.is_stale(&a.id, now) {
                 self.stats.stale_ignored += 1;
                 continue;
             }
@@ -777,6 +782,7 @@ impl<PI: PeerIdentity> Broadcast<PI> {
                 first_at: now,
                 grafted_from: None,
                 fetched: false,
+                hurried: false,
             });
             if entry.announcers.len() < MAX_ANNOUNCERS {
                 entry.announcers.push((from, a.hops, a.catch_up));
@@ -812,31 +818,41 @@ impl<PI: PeerIdentity> Broadcast<PI> {
 
     /// Addition to the paper: the first message of an origin after the last the tree brought
     /// was announced `graft_timeout_2` ago, the tree has brought nothing of that origin since,
-    /// and announcements of its newer messages keep coming: the parent stalled or left. That
-    /// message is asked for now (as a resume, which brings the rest) instead of when its timer
-    /// fires, which under load is about as long as the stores keep messages (measured with
-    /// `peerchannel-bench --pause-one 10 --pause-rate 10000`: runs of 575-1,575 messages lost
-    /// at every receiver when the sender's one eager neighbor stopped). An origin that sends
-    /// a message now and then never looks stalled: its next announcement comes after the
-    /// timer has fired.
+    /// and a later message of the origin is announced now: the parent stalled or left. That
+    /// message is asked for now (as a resume, which brings the rest; once, see
+    /// [`Missing::hurried`]) instead of when its timer fires: `graft_timeout_1` at the least,
+    /// and under load (twice the lag seen lately) about as long as the stores keep messages
+    /// (measured with `peerchannel-bench --pause-one 10 --pause-rate 10000`: runs of
+    /// 575-1,575 messages lost at every receiver when the sender's one eager neighbor
+    /// stopped). A tree that still brings the origin's messages, however late, is not
+    /// stalled; an origin that sends a message now and then never looks stalled either: its
+    /// next message is announced after the timer has fired. Only the first message after the
+    /// tree's last is looked at.
     fn check_stall(&mut self, announced: MessageId<PI>, now: Instant) {
         let Some(&(seq, rose)) = self.progress.get(&announced.origin) else {
             return;
         };
-        if seq >= announced.seq {
+        // A later message than the first missing one: not that one announced again.
+        if announced.seq <= seq.saturating_add(1) {
             return;
         }
-        let Some(first) = seq.checked_add(1).map(|seq| MessageId { seq, ..announced }) else {
-            return;
+        let first = MessageId {
+            seq: seq + 1,
+            ..announced
         };
         let Some(missing) = self.missing.get_mut(&first) else {
             return;
         };
         let quiet = rose < missing.first_at
             && now.saturating_duration_since(missing.first_at) >= self.config.graft_timeout_2;
-        if !quiet || missing.grafted_from.is_some() || missing.timer.is_none_or(|at| at <= now) {
+        if !quiet
+            || missing.hurried
+            || missing.grafted_from.is_some()
+            || missing.timer.is_none_or(|at| at <= now)
+        {
             return;
         }
+        missing.hurried = true;
         missing.timer = Some(now);
         self.arm(now, first);
     }
@@ -1180,12 +1196,14 @@ impl<PI: PeerIdentity> Broadcast<PI> {
             return;
         }
         // The highest sequence number the tree brought lately from this origin, if it is
-        // still bringing its messages (one within `graft_timeout_2`: a tree quiet that long
-        // while the origin's messages are announced has stopped, see `check_stall`).
+        // still bringing its messages (not for a message hurried because it stopped).
         let flowing = self
             .progress
             .get(&id.origin)
-            .filter(|(_, rose)| now.saturating_duration_since(*rose) < self.config.graft_timeout_2)
+            .filter(|(_, rose)| {
+                !missing.hurried
+                    && now.saturating_duration_since(*rose) < self.config.graft_timeout_1
+            })
             .map(|(seq, _)| *seq);
         // ... just not this one yet: each link is in order, so the copy is most likely queued
         // behind the ones arriving.
@@ -1667,6 +1685,71 @@ mod tests {
         assert_eq!(b.stats().resumes_sent, 1);
     }
 
+    /// Node 1, parent 2 eager, 3 and 4 lazy, which got messages 1 to 3 of origin 9 from 2 at
+    /// `t0`, and then 3's announcement of 4 at `t0 + 10 ms`.
+    fn stopped_after_3(t0: Instant) -> Broadcast<u32> {
+        let mut b = tree(1, &[2, 3, 4]);
+        b.on_prune(3);
+        b.on_prune(4);
+        let mut out = Vec::new();
+        for seq in 1..=3 {
+            b.on_gossip(2, gossip(9, seq, 1), t0, &mut pass, &mut out);
+        }
+        b.on_ihave(
+            3,
+            ihave(MessageId { origin: 9, seq: 4 }, 2),
+            t0 + Duration::from_millis(10),
+        );
+        b
+    }
+
+    #[test]
+    fn the_same_message_announced_again_is_no_sign_of_a_stall() {
+        // A second announcer of the first missing message, long after the first: at a low
+        // rate, or over a slow tree, that is not a later message, and nothing is hurried.
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut b = stopped_after_3(t0);
+        let mut out = Vec::new();
+        b.on_ihave(4, ihave(MessageId { origin: 9, seq: 4 }, 2), t0 + ms(250));
+        b.handle_timeout(t0 + ms(250), &mut out);
+        assert!(
+            !out.iter().any(|o| matches!(
+                o,
+                BroadcastOut::Send(
+                    _,
+                    BroadcastMessage::Resume { .. } | BroadcastMessage::Graft { id: Some(_) }
+                )
+            )),
+            "{out:?}"
+        );
+        // Its timer still fires as before.
+        b.handle_timeout(t0 + ms(310), &mut out);
+        assert!(out.iter().any(asks_3), "{out:?}");
+    }
+
+    #[test]
+    fn a_message_is_hurried_once() {
+        // Hurried while every graft slot is taken: it waits like any other, and later
+        // announcements do not hurry it again and again.
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut b = stopped_after_3(t0);
+        b.grafts_in_flight = MAX_GRAFTS_IN_FLIGHT;
+        let mut out = Vec::new();
+        b.on_ihave(3, ihave(MessageId { origin: 9, seq: 5 }, 2), t0 + ms(210));
+        b.handle_timeout(t0 + ms(210), &mut out);
+        assert!(!out.iter().any(asks_3), "{out:?}");
+        assert_eq!(b.stats().grafts_deferred, 1);
+        for at in [220, 230, 240] {
+            let next = MessageId { origin: 9, seq: at };
+            b.on_ihave(3, ihave(next, 2), t0 + ms(at));
+            b.handle_timeout(t0 + ms(at), &mut out);
+        }
+        assert_eq!(b.stats().grafts_deferred, 1, "not hurried again");
+        assert!(!out.iter().any(asks_3), "{out:?}");
+    }
+
     #[test]
     fn no_graft_while_the_tree_is_still_bringing_the_origins_earlier_messages() {
         let t0 = Instant::now();
@@ -1680,15 +1763,14 @@ mod tests {
         }
         out.clear();
         let is_resume = |o: &BroadcastOut<u32>| matches!(o, BroadcastOut::Send(3, BroadcastMessage::Resume { from }) if *from == id);
-        b.handle_timeout(t0 + ms(300), &mut out);
-        assert!(!out.iter().any(asks_3), "asked at 300 ms: {out:?}");
-        b.on_gossip(2, gossip(9, 4, 1), t0 + ms(400), &mut pass, &mut out);
-        b.handle_timeout(t0 + ms(500), &mut out);
-        assert!(!out.iter().any(asks_3), "asked at 500 ms: {out:?}");
+        for at in [300, 500] {
+            b.handle_timeout(t0 + ms(at), &mut out);
+            assert!(!out.iter().any(asks_3), "asked at {at} ms: {out:?}");
+        }
         assert_eq!(b.stats().grafts_deferred, 2);
         // The parent goes quiet: the graft goes out at the first look after its last copy is
-        // `graft_timeout_2` old (the looks come farther apart as the message waits: 300, 500,
-        // 750 ms), as a resume (nothing of the origin after it has come).
+        // a timeout old (the looks come farther apart as the message waits: 300, 500, 750
+        // ms), as a resume (nothing of the origin after it has come).
         b.handle_timeout(t0 + ms(749), &mut out);
         assert!(!out.iter().any(asks_3), "{out:?}");
         b.handle_timeout(t0 + ms(750), &mut out);
@@ -1972,6 +2054,32 @@ mod tests {
         );
         assert_eq!(b.stats().stale_ignored, 1);
         assert_eq!(b.awaited_len(), 1, "awaited again");
+    }
+
+    #[test]
+    fn an_awaited_message_takes_more_announcers_though_newer_ids_were_forgotten() {
+        let now = Instant::now();
+        let config = BroadcastConfig {
+            seen_capacity: 4,
+            ..BroadcastConfig::default()
+        };
+        let mut b = Broadcast::new(1, 0, config);
+        let mut out = Vec::new();
+        for p in [2, 3, 4] {
+            b.neighbor_up(p, 0, Duration::ZERO, now, &mut out);
+        }
+        let hole = MessageId {
+            origin: 9,
+            seq: 100,
+        };
+        b.on_ihave(3, ihave(hole, 2), now);
+        // Ten later messages arrive; six are forgotten again, above the hole.
+        for seq in 101..111 {
+            b.on_gossip(2, gossip(9, seq, 1), now, &mut pass, &mut out);
+        }
+        b.on_ihave(4, ihave(hole, 2), now);
+        assert_eq!(b.stats().stale_ignored, 0);
+        assert_eq!(b.missing[&hole].announcers.len(), 2);
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! moves forward), so expiry is a pop from the front of a queue. Lookups go through hash maps
 //! (std's, keyed at random per map, so a peer cannot choose ids that collide): every message
 //! and every announced id is looked up, and ordered maps of 40-byte ids spent their time
-//! comparing keys. Nothing iterates the maps, so the order of everything the core does stays
-//! reproducible.
+//! comparing keys. Nothing the core does depends on the maps' order (the one pass over a map,
+//! dropping expired floors, keeps or drops each entry on its own), so it stays reproducible.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
@@ -29,6 +29,8 @@ pub(crate) struct SeenCache<PI> {
     /// Per origin, the highest sequence number forgotten so far, and when it was: see
     /// [`SeenCache::is_stale`].
     floors: HashMap<PI, (u64, Instant)>,
+    /// When expired floors were last looked for (see [`SeenCache::raise_floor`]).
+    floors_swept: Option<Instant>,
     retention: Duration,
     capacity: usize,
 }
@@ -54,6 +56,7 @@ impl<PI: PeerIdentity> SeenCache<PI> {
             blocks: HashMap::new(),
             order: VecDeque::new(),
             floors: HashMap::new(),
+            floors_swept: None,
             retention,
             capacity: capacity.max(1),
         }
@@ -79,13 +82,14 @@ impl<PI: PeerIdentity> SeenCache<PI> {
         self.blocks.get(&block).is_some_and(|bits| bits & bit != 0)
     }
 
-    /// Whether `id` is older than what this node still remembers of its origin: at or below
-    /// (by less than [`STALE_WINDOW`]) the highest sequence number of that origin the cache
-    /// has forgotten, within `retention` of forgetting it. Such an id was most likely seen and
-    /// forgotten; announced, it comes from a store far behind this node's (a neighbor back
-    /// from a stall announcing what it kept), and asking for it would bring back, as new,
-    /// messages delivered long ago. An origin numbers its messages one after another, so
-    /// one number per origin stands for every id forgotten.
+    /// Whether `id` is as old as what this node has forgotten of its origin: at or below (by
+    /// less than [`STALE_WINDOW`]) the highest sequence number of that origin the cache has
+    /// forgotten, within `retention` of forgetting it. An origin numbers its messages one
+    /// after another and they arrive mostly in order, so such an id was most likely seen and
+    /// forgotten (or awaited in vain for as long as 65,536 newer ids took to arrive, by when
+    /// no store holds it); announced, it comes from a store far behind this node's (a
+    /// neighbor back from a stall announcing what it kept), and asking for it would bring
+    /// back, as new, messages delivered long ago.
     pub(crate) fn is_stale(&self, id: &MessageId<PI>, now: Instant) -> bool {
         self.floors.get(&id.origin).is_some_and(|&(floor, at)| {
             id.seq <= floor
@@ -121,17 +125,30 @@ impl<PI: PeerIdentity> SeenCache<PI> {
         self.raise_floor(id, now);
     }
 
-    /// Notes that `id` was forgotten at `now`.
+    /// Notes that `id` was forgotten at `now`. An expired floor, or one far above the id (the
+    /// origin restarted lower: its new numbers must get a floor of their own), is replaced.
     fn raise_floor(&mut self, id: MessageId<PI>, now: Instant) {
+        let retention = self.retention;
         if let Some((floor, at)) = self.floors.get_mut(&id.origin) {
-            if id.seq >= *floor {
+            if id.seq >= *floor
+                || now.saturating_duration_since(*at) >= retention
+                || *floor - id.seq >= STALE_WINDOW
+            {
                 *floor = id.seq;
                 *at = now;
             }
             return;
         }
         if self.floors.len() >= MAX_FLOORS {
-            let retention = self.retention;
+            // Expired floors make room, looked for at most once per retention/16 (with more
+            // origins than this active at once, the newest go without a floor).
+            let due = self
+                .floors_swept
+                .is_none_or(|swept| now.saturating_duration_since(swept) >= retention / 16);
+            if !due {
+                return;
+            }
+            self.floors_swept = Some(now);
             self.floors
                 .retain(|_, (_, at)| now.saturating_duration_since(*at) < retention);
             if self.floors.len() >= MAX_FLOORS {
@@ -394,6 +411,33 @@ mod tests {
         c.insert(of(u32::MAX - 1, 1), later);
         assert!(c.is_stale(&of(u32::MAX, 1), later));
         assert!(c.floors.len() < MAX_FLOORS);
+    }
+
+    #[test]
+    fn a_restarted_origin_gets_a_floor_of_its_own() {
+        let t0 = Instant::now();
+        let mut c = SeenCache::new(Duration::from_secs(10), 1);
+        let of = |seq| MessageId { origin: 1, seq };
+        let old = 1 << 31;
+        c.insert(of(old), t0);
+        c.insert(of(old + 1), t0);
+        assert!(c.is_stale(&of(old), t0));
+        // Restarted far below its old numbers: those, forgotten, are its floor now.
+        let new = 1 << 10;
+        c.insert(of(new), t0);
+        c.insert(of(new + 1), t0);
+        assert!(c.is_stale(&of(new), t0));
+        assert!(
+            !c.is_stale(&of(old), t0),
+            "the old numbers are not stale any more"
+        );
+        // Restarted a little below (within the window), once its old ids are all forgotten
+        // and the floor they left has expired.
+        c.expire(t0 + Duration::from_secs(10));
+        let later = t0 + Duration::from_secs(20);
+        c.insert(of(new - 5), later);
+        c.insert(of(new - 4), later);
+        assert!(c.is_stale(&of(new - 5), later) && !c.is_stale(&of(new), later));
     }
 
     #[test]
