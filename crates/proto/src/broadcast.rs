@@ -1655,15 +1655,10 @@ mod tests {
     fn a_tree_that_stops_while_announcements_go_on_is_resumed_without_waiting_the_timeout() {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
-        let mut b = tree(1, &[2, 3]);
-        b.on_prune(3);
+        // The parent (2) stops after 3; 3 keeps announcing the origin's next messages.
+        let mut b = stopped_after_3(t0);
         let mut out = Vec::new();
-        for seq in 1..=3 {
-            b.on_gossip(2, gossip(9, seq, 1), t0, &mut pass, &mut out);
-        }
-        // The parent (2) stops; 3 keeps announcing the origin's next messages.
         let first = MessageId { origin: 9, seq: 4 };
-        b.on_ihave(3, ihave(first, 2), t0 + ms(10));
         b.on_ihave(3, ihave(MessageId { origin: 9, seq: 5 }, 2), t0 + ms(150));
         out.clear();
         b.handle_timeout(t0 + ms(150), &mut out);
@@ -1968,22 +1963,28 @@ mod tests {
         assert_eq!(b.poll_timeout(), None);
     }
 
-    #[test]
-    fn announcements_older_than_the_duplicate_cache_remembers_are_not_asked_for() {
-        // The duplicate cache holds 4 ids: a neighbor back from a stall announces messages of
-        // origin 9 this node delivered and forgot, and one it never had.
-        let now = Instant::now();
+    /// Node 1 with a duplicate cache of 4 ids and these neighbors up (the first eager).
+    fn forgetful(peers: &[u32], now: Instant) -> Broadcast<u32> {
         let config = BroadcastConfig {
             seen_capacity: 4,
             ..BroadcastConfig::default()
         };
         let mut b = Broadcast::new(1, 0, config);
+        for p in peers {
+            b.neighbor_up(*p, 0, Duration::ZERO, now, &mut Vec::new());
+        }
+        b
+    }
+
+    #[test]
+    fn announcements_older_than_the_duplicate_cache_remembers_are_not_asked_for() {
+        // The duplicate cache holds 4 ids: a neighbor back from a stall announces messages of
+        // origin 9 this node delivered and forgot, and one it never had.
+        let now = Instant::now();
+        let mut b = forgetful(&[2, 3], now);
         // Origin 9 numbers its messages from 2^30 (starts are random).
         let seq = |n: u64| (1 << 30) + n;
         let mut out = Vec::new();
-        for p in [2, 3] {
-            b.neighbor_up(p, 0, Duration::ZERO, now, &mut out);
-        }
         for n in 100..110 {
             b.on_gossip(2, gossip(9, seq(n), 1), now, &mut pass, &mut out);
         }
@@ -2059,15 +2060,8 @@ mod tests {
     #[test]
     fn an_awaited_message_takes_more_announcers_though_newer_ids_were_forgotten() {
         let now = Instant::now();
-        let config = BroadcastConfig {
-            seen_capacity: 4,
-            ..BroadcastConfig::default()
-        };
-        let mut b = Broadcast::new(1, 0, config);
+        let mut b = forgetful(&[2, 3, 4], now);
         let mut out = Vec::new();
-        for p in [2, 3, 4] {
-            b.neighbor_up(p, 0, Duration::ZERO, now, &mut out);
-        }
         let hole = MessageId {
             origin: 9,
             seq: 100,
