@@ -16,7 +16,7 @@ use smallvec::SmallVec;
 
 #[cfg(test)]
 use crate::cache::STALE_WINDOW;
-use crate::cache::{HopCounts, SeenCache, Store};
+use crate::cache::{HopCounts, SeenCache, Store, stale_below};
 use crate::config::{BroadcastConfig, BroadcastMode};
 use crate::id::{MessageId, PeerIdentity};
 use crate::message::{Announced, Announcement, BroadcastMessage, Gossip, GossipKind, RecentId};
@@ -761,57 +761,54 @@ impl<PI: PeerIdentity> Broadcast<PI> {
             return;
         }
         let wait = self.graft_wait(now);
-        for a in batch.iter().flat_map(Announced::iter) {
+        for group in &batch {
             // This node's own messages are never missing here, even once they have left the
             // duplicate cache (a neighbor back from a stall announces what it stored).
-            if a.id.origin == self.me || self.seen.contains(&a.id) {
+            if group.origin == self.me {
                 continue;
             }
-            // An id already awaited is not stale: one more announcer for it.
-            if !self.missing.contains_key(&a.id) && self.seen.is_stale(&a.id, now) {
-                self.stats.stale_ignored += 1;
-                continue;
+            let floor = self.seen.floor(&group.origin, now);
+            for a in group.iter() {
+                if self.seen.contains(&a.id) {
+                    continue;
+                }
+                // An id already awaited is not stale: one more announcer for it.
+                if stale_below(floor, a.id.seq) && !self.missing.contains_key(&a.id) {
+                    self.stats.stale_ignored += 1;
+                    continue;
+                }
+                if self.missing.len() >= MAX_MISSING && !self.missing.contains_key(&a.id) {
+                    self.stats.announcements_dropped += 1;
+                    continue;
+                }
+                let entry = self.missing.entry(a.id).or_insert_with(|| Missing {
+                    announcers: SmallVec::new(),
+                    timer: None,
+                    first_at: now,
+                    grafted_from: None,
+                    fetched: false,
+                    hurried: false,
+                });
+                if entry.announcers.len() < MAX_ANNOUNCERS {
+                    entry.announcers.push((from, a.hops, a.catch_up));
+                }
+                if entry.timer.is_none() {
+                    // A catch-up announcement is for a message sent before the link came up,
+                    // not one still on its way down the tree: no reason to wait long for it.
+                    let wait = if a.catch_up {
+                        self.config.graft_timeout_2
+                    } else {
+                        wait
+                    };
+                    let at = now + wait;
+                    entry.timer = Some(at);
+                    self.arm(at, a.id);
+                }
             }
-            if self.missing.len() >= MAX_MISSING && !self.missing.contains_key(&a.id) {
-                self.stats.announcements_dropped += 1;
-                continue;
-            }
-            let entry = self.missing.entry(a.id).or_insert_with(|| Missing {
-                announcers: SmallVec::new(),
-                timer: None,
-                first_at: now,
-                grafted_from: None,
-                fetched: false,
-                hurried: false,
-            });
-            if entry.announcers.len() < MAX_ANNOUNCERS {
-                entry.announcers.push((from, a.hops, a.catch_up));
-            }
-            if entry.timer.is_none() {
-                // A catch-up announcement is for a message sent before the link came up, not
-                // one still on its way down the tree: no reason to wait long for it.
-                let wait = if a.catch_up {
-                    self.config.graft_timeout_2
-                } else {
-                    wait
-                };
-                let at = now + wait;
-                entry.timer = Some(at);
-                self.arm(at, a.id);
-            }
-        }
-        // Once per origin in the batch (its newest message announced), not per message: the
-        // check looks the origin up.
-        for group in &batch {
-            if let Some(newest) = group.messages.iter().map(|m| m.seq).max() {
-                let seq = newest;
-                self.check_stall(
-                    MessageId {
-                        origin: group.origin,
-                        seq,
-                    },
-                    now,
-                );
+            // Once per group, with its newest message.
+            if let Some(seq) = group.messages.iter().map(|m| m.seq).max() {
+                let origin = group.origin;
+                self.check_stall(MessageId { origin, seq }, now);
             }
         }
     }

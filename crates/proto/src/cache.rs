@@ -27,7 +27,7 @@ pub(crate) struct SeenCache<PI> {
     blocks: HashMap<(PI, u64), u64>,
     order: VecDeque<(Instant, MessageId<PI>)>,
     /// Per origin, the highest sequence number forgotten so far, and when it was: see
-    /// [`SeenCache::is_stale`].
+    /// [`stale_below`].
     floors: HashMap<PI, (u64, Instant)>,
     /// When expired floors were last looked for (see [`SeenCache::raise_floor`]).
     floors_swept: Option<Instant>,
@@ -36,11 +36,23 @@ pub(crate) struct SeenCache<PI> {
 }
 
 /// How far below an origin's forgotten ids an id still counts as stale (see
-/// [`SeenCache::is_stale`]): 2^20 messages, minutes of traffic at the rates one sender
+/// [`stale_below`]): 2^20 messages, minutes of traffic at the rates one sender
 /// reaches. An origin restarted with the same identity starts at a random 32-bit sequence
 /// number: the chance it lands this close below its old numbers is 2^-12, and then only the
 /// repair of its first messages is held back, until the floor expires.
 pub(crate) const STALE_WINDOW: u64 = 1 << 20;
+
+/// Whether a message numbered `seq` is as old as what a node has forgotten of its origin:
+/// at or below (by less than [`STALE_WINDOW`]) `floor`, the highest sequence number of that
+/// origin its duplicate cache forgot lately ([`SeenCache::floor`]). An origin numbers its
+/// messages one after another and they arrive mostly in order, so such a message was most
+/// likely seen and forgotten (or awaited in vain for as long as 65,536 newer ids took to
+/// arrive, by when no store holds it); announced, it comes from a store far behind this
+/// node's (a neighbor back from a stall announcing what it kept), and asking for it would
+/// bring back, as new, messages delivered long ago.
+pub(crate) fn stale_below(floor: Option<u64>, seq: u64) -> bool {
+    floor.is_some_and(|floor| seq <= floor && floor - seq < STALE_WINDOW)
+}
 
 /// Origins whose floor is remembered; a new origin's floor is not recorded past this.
 pub(crate) const MAX_FLOORS: usize = 4096;
@@ -82,20 +94,18 @@ impl<PI: PeerIdentity> SeenCache<PI> {
         self.blocks.get(&block).is_some_and(|bits| bits & bit != 0)
     }
 
-    /// Whether `id` is as old as what this node has forgotten of its origin: at or below (by
-    /// less than [`STALE_WINDOW`]) the highest sequence number of that origin the cache has
-    /// forgotten, within `retention` of forgetting it. An origin numbers its messages one
-    /// after another and they arrive mostly in order, so such an id was most likely seen and
-    /// forgotten (or awaited in vain for as long as 65,536 newer ids took to arrive, by when
-    /// no store holds it); announced, it comes from a store far behind this node's (a
-    /// neighbor back from a stall announcing what it kept), and asking for it would bring
-    /// back, as new, messages delivered long ago.
+    /// The highest sequence number of `origin` this cache has forgotten, if it forgot one
+    /// within `retention`: see [`stale_below`].
+    pub(crate) fn floor(&self, origin: &PI, now: Instant) -> Option<u64> {
+        self.floors
+            .get(origin)
+            .filter(|(_, at)| now.saturating_duration_since(*at) < self.retention)
+            .map(|(floor, _)| *floor)
+    }
+
+    #[cfg(test)]
     pub(crate) fn is_stale(&self, id: &MessageId<PI>, now: Instant) -> bool {
-        self.floors.get(&id.origin).is_some_and(|&(floor, at)| {
-            id.seq <= floor
-                && floor - id.seq < STALE_WINDOW
-                && now.saturating_duration_since(at) < self.retention
-        })
+        stale_below(self.floor(&id.origin, now), id.seq)
     }
 
     pub(crate) fn len(&self) -> usize {
