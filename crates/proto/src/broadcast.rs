@@ -209,9 +209,6 @@ struct Missing<PI> {
     /// Whether that request was a [`BroadcastMessage::Fetch`] (the tree left as it is) rather
     /// than a graft.
     fetched: bool,
-    /// Asked for ahead of its timer because the tree stopped bringing its origin (see
-    /// [`Broadcast::check_stall`]): at most once, and not held back as "behind".
-    hurried: bool,
 }
 
 /// A [`BroadcastMessage::Resume`] sent: later messages of its origin are its answer's to bring.
@@ -787,7 +784,6 @@ impl<PI: PeerIdentity> Broadcast<PI> {
                     first_at: now,
                     grafted_from: None,
                     fetched: false,
-                    hurried: false,
                 });
                 if entry.announcers.len() < MAX_ANNOUNCERS {
                     entry.announcers.push((from, a.hops, a.catch_up));
@@ -805,53 +801,7 @@ impl<PI: PeerIdentity> Broadcast<PI> {
                     self.arm(at, a.id);
                 }
             }
-            // Once per group, with its newest message.
-            if let Some(seq) = group.messages.iter().map(|m| m.seq).max() {
-                let origin = group.origin;
-                self.check_stall(MessageId { origin, seq }, now);
-            }
         }
-    }
-
-    /// Addition to the paper: the first message of an origin after the last the tree brought
-    /// was announced `graft_timeout_2` ago, the tree has brought nothing of that origin since,
-    /// and a later message of the origin is announced now: the parent stalled or left. That
-    /// message is asked for now (as a resume, which brings the rest; once, see
-    /// [`Missing::hurried`]) instead of when its timer fires: `graft_timeout_1` at the least,
-    /// and under load (twice the lag seen lately) about as long as the stores keep messages
-    /// (measured with `peerchannel-bench --pause-one 10 --pause-rate 10000`: runs of
-    /// 575-1,575 messages lost at every receiver when the sender's one eager neighbor
-    /// stopped). A tree that still brings the origin's messages, however late, is not
-    /// stalled; an origin that sends a message now and then never looks stalled either: its
-    /// next message is announced after the timer has fired. Only the first message after the
-    /// tree's last is looked at.
-    fn check_stall(&mut self, announced: MessageId<PI>, now: Instant) {
-        let Some(&(seq, rose)) = self.progress.get(&announced.origin) else {
-            return;
-        };
-        // A later message than the first missing one: not that one announced again.
-        if announced.seq <= seq.saturating_add(1) {
-            return;
-        }
-        let first = MessageId {
-            seq: seq + 1,
-            ..announced
-        };
-        let Some(missing) = self.missing.get_mut(&first) else {
-            return;
-        };
-        let quiet = rose < missing.first_at
-            && now.saturating_duration_since(missing.first_at) >= self.config.graft_timeout_2;
-        if !quiet
-            || missing.hurried
-            || missing.grafted_from.is_some()
-            || missing.timer.is_none_or(|at| at <= now)
-        {
-            return;
-        }
-        missing.hurried = true;
-        missing.timer = Some(now);
-        self.arm(now, first);
     }
 
     /// Paper, "upon Receive(GRAFT)": make the link eager and send the message if we have it.
@@ -1193,14 +1143,11 @@ impl<PI: PeerIdentity> Broadcast<PI> {
             return;
         }
         // The highest sequence number the tree brought lately from this origin, if it is
-        // still bringing its messages (not for a message hurried because it stopped).
+        // still bringing its messages.
         let flowing = self
             .progress
             .get(&id.origin)
-            .filter(|(_, rose)| {
-                !missing.hurried
-                    && now.saturating_duration_since(*rose) < self.config.graft_timeout_1
-            })
+            .filter(|(_, rose)| now.saturating_duration_since(*rose) < self.config.graft_timeout_1)
             .map(|(seq, _)| *seq);
         // ... just not this one yet: each link is in order, so the copy is most likely queued
         // behind the ones arriving.
@@ -1646,100 +1593,6 @@ mod tests {
             b.grafts_in_flight, extra,
             "only the deferred grafts await answers"
         );
-    }
-
-    #[test]
-    fn a_tree_that_stops_while_announcements_go_on_is_resumed_without_waiting_the_timeout() {
-        let t0 = Instant::now();
-        let ms = Duration::from_millis;
-        // The parent (2) stops after 3; 3 keeps announcing the origin's next messages.
-        let mut b = stopped_after_3(t0);
-        let mut out = Vec::new();
-        let first = MessageId { origin: 9, seq: 4 };
-        b.on_ihave(3, ihave(MessageId { origin: 9, seq: 5 }, 2), t0 + ms(150));
-        out.clear();
-        b.handle_timeout(t0 + ms(150), &mut out);
-        assert!(
-            !out.iter().any(asks_3),
-            "announced less than graft_timeout_2 ago: {out:?}"
-        );
-        out.clear();
-        b.on_ihave(3, ihave(MessageId { origin: 9, seq: 6 }, 2), t0 + ms(210));
-        b.handle_timeout(t0 + ms(210), &mut out);
-        assert_eq!(
-            out,
-            [BroadcastOut::Send(
-                3,
-                BroadcastMessage::Resume { from: first }
-            )],
-            "the first message missing is asked for at once, 100 ms before its timer"
-        );
-        assert_eq!(b.stats().resumes_sent, 1);
-    }
-
-    /// Node 1, parent 2 eager, 3 and 4 lazy, which got messages 1 to 3 of origin 9 from 2 at
-    /// `t0`, and then 3's announcement of 4 at `t0 + 10 ms`.
-    fn stopped_after_3(t0: Instant) -> Broadcast<u32> {
-        let mut b = tree(1, &[2, 3, 4]);
-        b.on_prune(3);
-        b.on_prune(4);
-        let mut out = Vec::new();
-        for seq in 1..=3 {
-            b.on_gossip(2, gossip(9, seq, 1), t0, &mut pass, &mut out);
-        }
-        b.on_ihave(
-            3,
-            ihave(MessageId { origin: 9, seq: 4 }, 2),
-            t0 + Duration::from_millis(10),
-        );
-        b
-    }
-
-    #[test]
-    fn the_same_message_announced_again_is_no_sign_of_a_stall() {
-        // A second announcer of the first missing message, long after the first: at a low
-        // rate, or over a slow tree, that is not a later message, and nothing is hurried.
-        let t0 = Instant::now();
-        let ms = Duration::from_millis;
-        let mut b = stopped_after_3(t0);
-        let mut out = Vec::new();
-        b.on_ihave(4, ihave(MessageId { origin: 9, seq: 4 }, 2), t0 + ms(250));
-        b.handle_timeout(t0 + ms(250), &mut out);
-        assert!(
-            !out.iter().any(|o| matches!(
-                o,
-                BroadcastOut::Send(
-                    _,
-                    BroadcastMessage::Resume { .. } | BroadcastMessage::Graft { id: Some(_) }
-                )
-            )),
-            "{out:?}"
-        );
-        // Its timer still fires as before.
-        b.handle_timeout(t0 + ms(310), &mut out);
-        assert!(out.iter().any(asks_3), "{out:?}");
-    }
-
-    #[test]
-    fn a_message_is_hurried_once() {
-        // Hurried while every graft slot is taken: it waits like any other, and later
-        // announcements do not hurry it again and again.
-        let t0 = Instant::now();
-        let ms = Duration::from_millis;
-        let mut b = stopped_after_3(t0);
-        b.grafts_in_flight = MAX_GRAFTS_IN_FLIGHT;
-        let mut out = Vec::new();
-        b.on_ihave(3, ihave(MessageId { origin: 9, seq: 5 }, 2), t0 + ms(210));
-        b.handle_timeout(t0 + ms(210), &mut out);
-        assert!(!out.iter().any(asks_3), "{out:?}");
-        assert_eq!(b.stats().grafts_deferred, 1);
-        for at in [220, 230, 240] {
-            let next = MessageId { origin: 9, seq: at };
-            b.on_ihave(3, ihave(next, 2), t0 + ms(at));
-            b.handle_timeout(t0 + ms(at), &mut out);
-        }
-        assert_eq!(b.stats().grafts_deferred, 1, "not hurried again");
-        assert!(!out.iter().any(asks_3), "{out:?}");
     }
 
     #[test]

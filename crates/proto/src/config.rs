@@ -141,10 +141,6 @@ pub struct BroadcastConfig {
     /// 20-100 ms round trips) seed 10 fell into a graft storm it never left (RMR 1.1-1.4 and
     /// 900 ms to reach everyone, every round); from 100 ms up, no run did. 200 ms covers the
     /// round trip of almost any internet path.
-    ///
-    /// Also how long the tree may bring nothing of an origin, after the first of its missing
-    /// messages was announced, while later ones are announced, before that message is asked
-    /// for without waiting for its timer (the parent stalled or left).
     pub graft_timeout_2: Duration,
     /// Plumtree's optimisation: when a lazy link announces a message (before the eager copy
     /// arrives) at least this many hops earlier than the eager copy took, swap the two links.
