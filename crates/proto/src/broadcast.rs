@@ -1813,10 +1813,10 @@ mod tests {
         assert_eq!(b.poll_timeout(), None);
     }
 
-    /// Node 1 with a duplicate cache of 4 ids and these neighbors up (the first eager).
+    /// Node 1 with a duplicate cache of 64 ids and these neighbors up (the first eager).
     fn forgetful(peers: &[u32], now: Instant) -> Broadcast<u32> {
         let config = BroadcastConfig {
-            seen_capacity: 4,
+            seen_capacity: 64,
             ..BroadcastConfig::default()
         };
         let mut b = Broadcast::new(1, 0, config);
@@ -1828,14 +1828,15 @@ mod tests {
 
     #[test]
     fn announcements_older_than_the_duplicate_cache_remembers_are_not_asked_for() {
-        // The duplicate cache holds 4 ids: a neighbor back from a stall announces messages of
+        // The duplicate cache holds 64 ids: a neighbor back from a stall announces messages of
         // origin 9 this node delivered and forgot, and one it never had.
         let now = Instant::now();
         let mut b = forgetful(&[2, 3], now);
         // Origin 9 numbers its messages from 2^30 (starts are random).
         let seq = |n: u64| (1 << 30) + n;
         let mut out = Vec::new();
-        for n in 100..110 {
+        // Three blocks of 64: the first two forgotten whole.
+        for n in 0..192 {
             b.on_gossip(2, gossip(9, seq(n), 1), now, &mut pass, &mut out);
         }
         assert!(
@@ -1856,7 +1857,7 @@ mod tests {
         };
         let new = MessageId {
             origin: 9,
-            seq: seq(110),
+            seq: seq(300),
         };
         let other_origin = MessageId {
             origin: 8,
@@ -1917,8 +1918,8 @@ mod tests {
             seq: 100,
         };
         b.on_ihave(3, ihave(hole, 2), now);
-        // Ten later messages arrive; six are forgotten again, above the hole.
-        for seq in 101..111 {
+        // 200 later messages arrive; the blocks above the hole are forgotten again.
+        for seq in 101..301 {
             b.on_gossip(2, gossip(9, seq, 1), now, &mut pass, &mut out);
         }
         b.on_ihave(4, ihave(hole, 2), now);

@@ -130,13 +130,16 @@ impl<PI: PeerIdentity> SeenCache<PI> {
             *bits &= !bit;
             if *bits == 0 {
                 self.blocks.remove(&block);
+                // Once per block forgotten whole, not per id: this runs for every message
+                // seen, and the floor then lags by less than a block.
+                self.raise_floor(id, now);
             }
         }
-        self.raise_floor(id, now);
     }
 
-    /// Notes that `id` was forgotten at `now`. An expired floor, or one far above the id (the
-    /// origin restarted lower: its new numbers must get a floor of their own), is replaced.
+    /// Notes that `id` was forgotten at `now`, the last of its block. An expired floor, or one
+    /// far above the id (the origin restarted lower: its new numbers must get a floor of their
+    /// own), is replaced.
     fn raise_floor(&mut self, id: MessageId<PI>, now: Instant) {
         let retention = self.retention;
         if let Some((floor, at)) = self.floors.get_mut(&id.origin) {
@@ -403,20 +406,27 @@ mod tests {
         let t0 = Instant::now();
         let mut c = SeenCache::new(Duration::from_secs(10), 1);
         let of = |origin, seq| MessageId { origin, seq };
-        c.insert(of(1, 50), t0);
-        c.insert(of(1, 40), t0);
-        c.insert(of(1, 60), t0);
-        // 50 and 40 forgotten: the floor is the highest, and covers what lies below it.
-        assert!(c.is_stale(&of(1, 50), t0) && c.is_stale(&of(1, 10), t0));
-        assert!(!c.is_stale(&of(1, 51), t0), "above the floor");
+        // Each in a block of its own (the cache forgets blocks of 64 numbers).
+        c.insert(of(1, 500), t0);
+        c.insert(of(1, 400), t0);
+        c.insert(of(1, 600), t0);
+        // 500 and 400 forgotten: the floor is the highest, and covers what lies below it.
+        assert!(c.is_stale(&of(1, 500), t0) && c.is_stale(&of(1, 10), t0));
+        assert!(!c.is_stale(&of(1, 501), t0), "above the floor");
         assert!(!c.is_stale(&of(2, 10), t0), "another origin");
+        // Ids of a block not yet forgotten whole leave no floor.
+        let mut big = SeenCache::new(Duration::from_secs(10), 2);
+        for seq in 0..3 {
+            big.insert(of(1, seq), t0);
+        }
+        assert!(!big.contains(&of(1, 0)) && big.floor(&1, t0).is_none());
         // Floors for at most MAX_FLOORS origins; expired ones make room.
         for origin in 2..(MAX_FLOORS as u32 + 10) {
             c.insert(of(origin, 1), t0);
         }
         assert_eq!(c.floors.len(), MAX_FLOORS);
         let later = t0 + Duration::from_secs(10);
-        assert!(!c.is_stale(&of(1, 50), later), "expired");
+        assert!(!c.is_stale(&of(1, 500), later), "expired");
         c.insert(of(u32::MAX, 1), later);
         c.insert(of(u32::MAX - 1, 1), later);
         assert!(c.is_stale(&of(u32::MAX, 1), later));
@@ -428,14 +438,15 @@ mod tests {
         let t0 = Instant::now();
         let mut c = SeenCache::new(Duration::from_secs(10), 1);
         let of = |seq| MessageId { origin: 1, seq };
+        // Ids a block apart: each one forgotten is a block forgotten whole.
         let old = 1 << 31;
         c.insert(of(old), t0);
-        c.insert(of(old + 1), t0);
+        c.insert(of(old + 64), t0);
         assert!(c.is_stale(&of(old), t0));
         // Restarted far below its old numbers: those, forgotten, are its floor now.
         let new = 1 << 10;
         c.insert(of(new), t0);
-        c.insert(of(new + 1), t0);
+        c.insert(of(new + 64), t0);
         assert!(c.is_stale(&of(new), t0));
         assert!(
             !c.is_stale(&of(old), t0),
@@ -445,9 +456,9 @@ mod tests {
         // and the floor they left has expired.
         c.expire(t0 + Duration::from_secs(10));
         let later = t0 + Duration::from_secs(20);
+        c.insert(of(new - 128), later);
         c.insert(of(new - 5), later);
-        c.insert(of(new - 4), later);
-        assert!(c.is_stale(&of(new - 5), later) && !c.is_stale(&of(new), later));
+        assert!(c.is_stale(&of(new - 128), later) && !c.is_stale(&of(new), later));
     }
 
     #[test]
