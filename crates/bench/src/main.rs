@@ -3,12 +3,13 @@
 //!
 //! ```text
 //! cargo run --release -p peerchannel-bench -- [--nodes 10] [--size 1024] [--secs 10]
-//!     [--rate 1000] [--processes] [--json] [--pause-one SECS]
+//!     [--rate 1000] [--processes] [--json] [--pause-one SECS] [--pause-rate RATE] [--sign]
 //! ```
 //!
 //! Phases, in order: the mesh forms through an embedded resolver and settles; `resources`
 //! reads idle memory; `raw` measures one QUIC link configured as peerchannel's links are
-//! (the baseline); a one-second warm-up at 1,000 messages/s forms the broadcast tree;
+//! (the baseline); `ceiling` joins as many endpoints as nodes into a fixed tree of such links
+//! that relays the bytes unparsed (what the links alone allow, with no protocol); a one-second warm-up at 1,000 messages/s forms the broadcast tree;
 //! `latency` sends at a fixed rate and measures one-way latency at every receiver on one
 //! clock (`CLOCK_MONOTONIC`, shared by all processes on a Linux host); `throughput` sends
 //! from node 0 as fast as backpressure allows and counts distinct deliveries at every other
@@ -28,6 +29,7 @@ mod phases;
 mod procstat;
 mod raw;
 mod record;
+mod relay;
 mod report;
 
 use std::process::ExitCode;
@@ -178,6 +180,9 @@ async fn measure(args: &RunArgs, cluster: &Cluster, printer: &mut Printer) -> an
     progress("raw: one QUIC link");
     let raw = raw::run(args.size, args.secs).await?;
     printer.raw(&raw);
+    progress("ceiling: the same links as a relay tree");
+    let ceiling = relay::run(args.nodes, args.size, args.secs, raw.msgs_per_sec).await?;
+    printer.ceiling(&ceiling);
 
     // Latency first, on the settled mesh: the throughput phase saturates it, and what a
     // saturated mesh does afterwards is not the steady state the latency target is about.

@@ -5,6 +5,7 @@ use serde_json::{Map, Value};
 
 use crate::phases::{LatencyResult, PauseResult, ResourcesResult, ThroughputResult};
 use crate::raw::RawResult;
+use crate::relay::RelayResult;
 
 /// Bytes in a mebibyte.
 const MIB: f64 = 1024.0 * 1024.0;
@@ -93,6 +94,22 @@ impl Printer {
             "messages/s over one QUIC link",
             &count(r.msgs_per_sec),
             &format!("1.00  ({:.0} Mbit/s of bodies)", r.mbit_per_sec),
+        );
+    }
+
+    /// The ceiling: the same links as a fixed relay tree, without the protocol.
+    pub fn ceiling(&mut self, r: &RelayResult) {
+        if self.json {
+            return self.line("ceiling", r);
+        }
+        row(
+            "ceiling",
+            &format!(
+                "relay tree of raw links (fan-out {}), slowest msgs/s",
+                r.fanout
+            ),
+            &count(r.slowest_msgs_per_sec),
+            &format!("{:.2}  = its efficiency", r.efficiency),
         );
     }
 
