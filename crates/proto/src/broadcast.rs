@@ -837,7 +837,7 @@ impl<PI: PeerIdentity> Broadcast<PI> {
                 continue;
             };
             self.stats.gossip_sent += 1;
-            out.push(resend(from, stored));
+            out.push(resend(from, &stored));
         }
     }
 
@@ -872,7 +872,7 @@ impl<PI: PeerIdentity> Broadcast<PI> {
         for stored in self.store.since(from) {
             self.stats.gossip_sent += 1;
             self.stats.resumed += 1;
-            out.push(resend(peer, stored));
+            out.push(resend(peer, &stored));
         }
     }
 
@@ -960,7 +960,7 @@ impl<PI: PeerIdentity> Broadcast<PI> {
                 g.id.origin == me
             })
             .into_iter()
-            .cloned()
+            .map(|stored| self.store.copy_out(stored))
             .collect();
         let peers: Vec<PI> = self.eager.iter().chain(self.lazy.iter()).copied().collect();
         for gossip in own {
