@@ -9,7 +9,9 @@
 //! Phases, in order: the mesh forms through an embedded resolver and settles; `resources`
 //! reads idle memory; `raw` measures one QUIC link configured as peerchannel's links are
 //! (the baseline); `ceiling` joins as many endpoints as nodes into a fixed tree of such links
-//! that relays the bytes unparsed (what the links alone allow, with no protocol); a one-second warm-up at 1,000 messages/s forms the broadcast tree;
+//! that relays the bytes unparsed (what the links alone allow, with no protocol), then message
+//! by message through tasks and queues built as a node's (what the runtime's structure
+//! allows); a one-second warm-up at 1,000 messages/s forms the broadcast tree;
 //! `latency` sends at a fixed rate and measures one-way latency at every receiver on one
 //! clock (`CLOCK_MONOTONIC`, shared by all processes on a Linux host); `throughput` sends
 //! from node 0 as fast as backpressure allows and counts distinct deliveries at every other
@@ -180,7 +182,7 @@ async fn measure(args: &RunArgs, cluster: &Cluster, printer: &mut Printer) -> an
     progress("raw: one QUIC link");
     let raw = raw::run(args.size, args.secs).await?;
     printer.raw(&raw);
-    progress("ceiling: the same links as a relay tree");
+    progress("ceiling: the same links as relay trees");
     let ceiling = relay::run(args.nodes, args.size, args.secs, raw.msgs_per_sec).await?;
     printer.ceiling(&ceiling);
 

@@ -1,16 +1,26 @@
-//! The ceiling: the same number of nodes joined as a fixed tree of plain QUIC links, each
-//! configured as [`crate::raw`]'s (and so as peerchannel's), every inner node relaying the
-//! bytes it reads to its children unparsed and uncopied. No protocol, no duplicate check,
-//! no store, no repair: what the links alone cost when every message must reach every
-//! node. The mesh's efficiency can approach this figure's, not exceed it.
+//! The ceilings: the same number of nodes joined as a fixed tree of plain QUIC links, each
+//! configured as [`crate::raw`]'s (and so as peerchannel's), every inner node relaying what
+//! it reads to its children. No protocol, no duplicate check, no store, no repair.
+//!
+//! - [`Relay::Chunks`]: the bytes are passed on as read, unparsed and uncopied: what the links
+//!   alone cost when every message must reach every node.
+//! - [`Relay::Messages`]: each node is built as a peerchannel node is: a reader task cuts the
+//!   stream into frames and copies each message out (as decoding does), hands it to the
+//!   node's task over a bounded queue, which frames it anew (one allocation and copy, shared by
+//!   the children) and queues it for each child's writer task (bounded lanes, waited on when
+//!   full), which batches frames into large writes. What the runtime's structure costs,
+//!   without the protocol's work.
+//!
+//! The mesh's efficiency can approach these figures, not exceed them.
 
 use std::time::Duration;
 
 use anyhow::Context;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use peerchannel::Identity;
 use peerchannel::tls::{self, ExpectedPeer, LinkConfig};
 use serde::Serialize;
+use tokio::sync::mpsc;
 
 use crate::clock::{now_ns, secs_to_ns};
 use crate::record::{FrameCounter, per_sec};
@@ -26,18 +36,54 @@ const WRITE_BATCH: usize = 64 * 1024;
 /// Bytes of the length prefix, as on the links.
 const LEN_PREFIX: usize = 4;
 
+/// The most bytes a reader takes off a stream at once, as the links' readers do.
+const READ_CHUNK: usize = 64 * 1024;
+
 /// How long the tree may take to connect.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What the relay tree measured.
+/// Frames the node's queue holds in [`Relay::Messages`], as a node's link-event queue does.
+const NODE_QUEUE: usize = 4096;
+
+/// Frames a writer's lane holds in [`Relay::Messages`], as a link's data lane does.
+const LANE: usize = 512;
+
+/// How the inner nodes pass messages on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relay {
+    /// The bytes as read.
+    Chunks,
+    /// Message by message, through the same tasks and queues as a node's.
+    Messages,
+}
+
+/// What the relay trees measured.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct RelayResult {
-    /// The slowest receiver's messages per second.
+    /// The slowest receiver's messages per second, bytes passed on as read.
     pub slowest_msgs_per_sec: f64,
     /// `(nodes - 1) x slowest / raw`: the mesh's efficiency, were its nodes free.
     pub efficiency: f64,
+    /// The slowest receiver's messages per second, message by message.
+    pub per_message_slowest_msgs_per_sec: f64,
+    /// The same as an efficiency: the mesh's, were its protocol free.
+    pub per_message_efficiency: f64,
     /// Children per inner node.
     pub fanout: usize,
+}
+
+/// Measures both trees, one after the other, for `secs` each.
+pub async fn run(nodes: usize, size: usize, secs: f64, raw: f64) -> anyhow::Result<RelayResult> {
+    let chunks = slowest_rate(nodes, size, secs, Relay::Chunks).await?;
+    let messages = slowest_rate(nodes, size, secs, Relay::Messages).await?;
+    let efficiency = |rate: f64| (nodes - 1) as f64 * rate / raw;
+    Ok(RelayResult {
+        slowest_msgs_per_sec: chunks,
+        efficiency: efficiency(chunks),
+        per_message_slowest_msgs_per_sec: messages,
+        per_message_efficiency: efficiency(messages),
+        fanout: FANOUT,
+    })
 }
 
 /// Index of node `i`'s parent in the tree (node 0 is the root).
@@ -51,8 +97,9 @@ fn children(i: usize, nodes: usize) -> impl Iterator<Item = usize> {
     (i * FANOUT + 1..(i * FANOUT + 1 + FANOUT).min(nodes)).filter(move |&c| c < nodes)
 }
 
-/// Sends from node 0 for `secs` through a tree of `nodes` relaying nodes.
-pub async fn run(nodes: usize, size: usize, secs: f64, raw: f64) -> anyhow::Result<RelayResult> {
+/// Sends from node 0 for `secs` through a tree of `nodes` relaying nodes: the slowest
+/// receiver's messages per second.
+async fn slowest_rate(nodes: usize, size: usize, secs: f64, how: Relay) -> anyhow::Result<f64> {
     let link = LinkConfig::default();
     let loopback = "127.0.0.1:0".parse()?;
     let mut ids = Vec::with_capacity(nodes);
@@ -73,7 +120,7 @@ pub async fn run(nodes: usize, size: usize, secs: f64, raw: f64) -> anyhow::Resu
         receivers.push(tokio::spawn(async move {
             let incoming = endpoint.accept().await.context("the endpoint closed")?;
             let conn = incoming.await?;
-            let mut input = conn.accept_uni().await?;
+            let input = conn.accept_uni().await?;
             let mut outputs = Vec::with_capacity(outgoing.len());
             let mut conns = Vec::with_capacity(outgoing.len());
             for (from, addr, id) in outgoing {
@@ -81,18 +128,12 @@ pub async fn run(nodes: usize, size: usize, secs: f64, raw: f64) -> anyhow::Resu
                 outputs.push(conn.open_uni().await?);
                 conns.push(conn);
             }
-            let mut counter = FrameCounter::default();
-            while let Some(chunk) = input.read_chunk(usize::MAX, true).await? {
-                counter.feed(&chunk.bytes);
-                for out in &mut outputs {
-                    out.write_chunk(chunk.bytes.clone()).await?;
-                }
-            }
-            for out in &mut outputs {
-                out.finish()?;
-            }
+            let frames = match how {
+                Relay::Chunks => relay_chunks(input, outputs).await?,
+                Relay::Messages => relay_messages(input, outputs).await?,
+            };
             // The links stay open until every node has read everything.
-            anyhow::Ok((counter.frames(), conns))
+            anyhow::Ok((frames, conns))
         }));
     }
 
@@ -148,12 +189,104 @@ pub async fn run(nodes: usize, size: usize, secs: f64, raw: f64) -> anyhow::Resu
     for endpoint in &endpoints {
         endpoint.close(0u32.into(), b"done");
     }
-    let slowest_msgs_per_sec = per_sec(slowest, window);
-    Ok(RelayResult {
-        slowest_msgs_per_sec,
-        efficiency: (nodes - 1) as f64 * slowest_msgs_per_sec / raw,
-        fanout: FANOUT,
-    })
+    Ok(per_sec(slowest, window))
+}
+
+/// Passes every chunk read on to every child as it is; the frames read.
+async fn relay_chunks(
+    mut input: quinn::RecvStream,
+    mut outputs: Vec<quinn::SendStream>,
+) -> anyhow::Result<u64> {
+    let mut counter = FrameCounter::default();
+    while let Some(chunk) = input.read_chunk(usize::MAX, true).await? {
+        counter.feed(&chunk.bytes);
+        for out in &mut outputs {
+            out.write_chunk(chunk.bytes.clone()).await?;
+        }
+    }
+    for out in &mut outputs {
+        out.finish()?;
+    }
+    Ok(counter.frames())
+}
+
+/// Passes every message on through a reader, a node task and a writer per child, as a
+/// peerchannel node does; the messages read.
+async fn relay_messages(
+    mut input: quinn::RecvStream,
+    outputs: Vec<quinn::SendStream>,
+) -> anyhow::Result<u64> {
+    let (to_node, mut node) = mpsc::channel::<Bytes>(NODE_QUEUE);
+    let reader = tokio::spawn(async move {
+        let mut buf = BytesMut::new();
+        while let Some(chunk) = input.read_chunk(READ_CHUNK, true).await? {
+            buf.extend_from_slice(&chunk.bytes);
+            while let Some(len) = buf.get(..LEN_PREFIX).map(frame_len) {
+                if buf.len() < LEN_PREFIX + len {
+                    break;
+                }
+                let frame = buf.split_to(LEN_PREFIX + len);
+                // Decoding copies the message out of the read buffer.
+                let message = Bytes::copy_from_slice(&frame[LEN_PREFIX..]);
+                if to_node.send(message).await.is_err() {
+                    break;
+                }
+            }
+        }
+        anyhow::Ok(())
+    });
+    let mut lanes = Vec::with_capacity(outputs.len());
+    let mut writers = Vec::with_capacity(outputs.len());
+    for out in outputs {
+        let (lane, queued) = mpsc::channel::<Bytes>(LANE);
+        lanes.push(lane);
+        writers.push(tokio::spawn(write_batches(out, queued)));
+    }
+    let mut messages = 0;
+    while let Some(message) = node.recv().await {
+        messages += 1;
+        // Encoding: a new frame, shared by the children.
+        let mut frame = Vec::with_capacity(LEN_PREFIX + message.len());
+        frame.extend_from_slice(&(message.len() as u32).to_le_bytes());
+        frame.extend_from_slice(&message);
+        let frame = Bytes::from(frame);
+        for lane in &lanes {
+            lane.send(frame.clone()).await?;
+        }
+    }
+    reader.await??;
+    drop(lanes);
+    for writer in writers {
+        writer.await??;
+    }
+    Ok(messages)
+}
+
+/// Writes what a lane holds, batched into writes of up to [`WRITE_BATCH`] bytes, then finishes
+/// the stream.
+async fn write_batches(
+    mut out: quinn::SendStream,
+    mut queued: mpsc::Receiver<Bytes>,
+) -> anyhow::Result<()> {
+    while let Some(first) = queued.recv().await {
+        let mut len = first.len();
+        let mut batch = vec![first];
+        while len < WRITE_BATCH {
+            let Ok(next) = queued.try_recv() else { break };
+            len += next.len();
+            batch.push(next);
+        }
+        out.write_all_chunks(&mut batch).await?;
+    }
+    out.finish()?;
+    Ok(())
+}
+
+/// The length a frame's prefix gives.
+fn frame_len(prefix: &[u8]) -> usize {
+    let mut bytes = [0; LEN_PREFIX];
+    bytes.copy_from_slice(prefix);
+    u32::from_le_bytes(bytes) as usize
 }
 
 #[cfg(test)]

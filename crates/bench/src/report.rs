@@ -97,7 +97,7 @@ impl Printer {
         );
     }
 
-    /// The ceiling: the same links as a fixed relay tree, without the protocol.
+    /// The ceilings: the same links as fixed relay trees, without the protocol.
     pub fn ceiling(&mut self, r: &RelayResult) {
         if self.json {
             return self.line("ceiling", r);
@@ -110,6 +110,12 @@ impl Printer {
             ),
             &count(r.slowest_msgs_per_sec),
             &format!("{:.2}  = its efficiency", r.efficiency),
+        );
+        row(
+            "ceiling",
+            "the same, message by message through node-like tasks",
+            &count(r.per_message_slowest_msgs_per_sec),
+            &format!("{:.2}  = its efficiency", r.per_message_efficiency),
         );
     }
 
