@@ -19,7 +19,9 @@ use crate::cache::STALE_WINDOW;
 use crate::cache::{HopCounts, SeenCache, Store, stale_below};
 use crate::config::{BroadcastConfig, BroadcastMode};
 use crate::id::{MessageId, PeerIdentity};
-use crate::message::{Announced, Announcement, BroadcastMessage, Gossip, GossipKind, RecentId};
+use crate::message::{
+    Announced, AnnouncedRun, Announcement, BroadcastMessage, Gossip, GossipKind, RecentId,
+};
 
 /// A leaving node re-sends its own messages younger than this to every neighbor: longer than
 /// a dead link takes to be noticed (3 s) plus a graft timeout.
@@ -750,10 +752,15 @@ impl<PI: PeerIdentity> Broadcast<PI> {
 
     /// Paper, "upon Receive(IHAVE)": note who has a message we lack and start a graft timer.
     pub(crate) fn on_ihave(&mut self, from: PI, batch: Vec<Announced<PI>>, now: Instant) {
-        let count: usize = batch.iter().map(|group| group.messages.len()).sum();
+        let count = batch
+            .iter()
+            .fold(0usize, |sum, group| sum.saturating_add(group.len()));
         tracing::trace!(from = ?from, count, "ihave");
-        // Groups count too: a batch of empty groups is as long as it looks.
-        if count.max(batch.len()) > self.config.max_ihave_batch {
+        // Groups and runs count too: a batch of empty ones is as long as it looks.
+        let pieces = batch.iter().fold(batch.len(), |sum, group| {
+            sum.saturating_add(group.runs.len())
+        });
+        if count.max(pieces) > self.config.max_ihave_batch {
             self.stats.announcements_dropped += count as u64;
             return;
         }
@@ -765,42 +772,72 @@ impl<PI: PeerIdentity> Broadcast<PI> {
                 continue;
             }
             let floor = self.seen.floor(&group.origin, now);
-            for a in group.iter() {
-                if self.seen.contains(&a.id) {
-                    continue;
-                }
-                // An id already awaited is not stale: one more announcer for it.
-                if stale_below(floor, a.id.seq) && !self.missing.contains_key(&a.id) {
-                    self.stats.stale_ignored += 1;
-                    continue;
-                }
-                if self.missing.len() >= MAX_MISSING && !self.missing.contains_key(&a.id) {
-                    self.stats.announcements_dropped += 1;
-                    continue;
-                }
-                let entry = self.missing.entry(a.id).or_insert_with(|| Missing {
-                    announcers: SmallVec::new(),
-                    timer: None,
-                    first_at: now,
-                    grafted_from: None,
-                    fetched: false,
-                });
-                if entry.announcers.len() < MAX_ANNOUNCERS {
-                    entry.announcers.push((from, a.hops, a.catch_up));
-                }
-                if entry.timer.is_none() {
-                    // A catch-up announcement is for a message sent before the link came up,
-                    // not one still on its way down the tree: no reason to wait long for it.
-                    let wait = if a.catch_up {
-                        self.config.graft_timeout_2
-                    } else {
-                        wait
+            // Most announced ids were seen already: looked up a block of 64 at a time.
+            let mut seen_block: Option<(u64, u64)> = None;
+            for run in &group.runs {
+                for seq in run.seqs() {
+                    let (block, bit) = (seq >> 6, 1u64 << (seq & 63));
+                    let seen = match seen_block {
+                        Some((at, bits)) if at == block => bits,
+                        _ => {
+                            let bits = self.seen.block(&group.origin, block);
+                            seen_block = Some((block, bits));
+                            bits
+                        }
                     };
-                    let at = now + wait;
-                    entry.timer = Some(at);
-                    self.arm(at, a.id);
+                    if seen & bit != 0 {
+                        continue;
+                    }
+                    let id = MessageId {
+                        origin: group.origin,
+                        seq,
+                    };
+                    self.await_announced(from, id, run, floor, wait, now);
                 }
             }
+        }
+    }
+
+    /// Notes that `from` announced `id` (in `run`), which this node has not seen.
+    fn await_announced(
+        &mut self,
+        from: PI,
+        id: MessageId<PI>,
+        run: &AnnouncedRun,
+        floor: Option<u64>,
+        wait: std::time::Duration,
+        now: Instant,
+    ) {
+        // An id already awaited is not stale: one more announcer for it.
+        if stale_below(floor, id.seq) && !self.missing.contains_key(&id) {
+            self.stats.stale_ignored += 1;
+            return;
+        }
+        if self.missing.len() >= MAX_MISSING && !self.missing.contains_key(&id) {
+            self.stats.announcements_dropped += 1;
+            return;
+        }
+        let entry = self.missing.entry(id).or_insert_with(|| Missing {
+            announcers: SmallVec::new(),
+            timer: None,
+            first_at: now,
+            grafted_from: None,
+            fetched: false,
+        });
+        if entry.announcers.len() < MAX_ANNOUNCERS {
+            entry.announcers.push((from, run.hops, run.catch_up));
+        }
+        if entry.timer.is_none() {
+            // A catch-up announcement is for a message sent before the link came up, not one
+            // still on its way down the tree: no reason to wait long for it.
+            let wait = if run.catch_up {
+                self.config.graft_timeout_2
+            } else {
+                wait
+            };
+            let at = now + wait;
+            entry.timer = Some(at);
+            self.arm(at, id);
         }
     }
 
@@ -2172,14 +2209,78 @@ mod tests {
         b.on_ihave(2, Announced::group(&batch), now);
         assert_eq!(b.poll_timeout(), None);
         assert_eq!(b.stats().announcements_dropped, 300);
-        // Empty groups count as long as they make the batch.
+        // Empty groups count as long as they make the batch, and so do empty runs.
         let empty = (0..300)
             .map(|origin| Announced {
                 origin,
-                messages: Vec::new(),
+                runs: Vec::new(),
             })
             .collect();
         b.on_ihave(2, empty, now);
         assert_eq!(b.poll_timeout(), None);
+        let run = |first, count| AnnouncedRun {
+            first,
+            count,
+            hops: 1,
+            catch_up: false,
+        };
+        let empty_runs = vec![Announced {
+            origin: 9,
+            runs: vec![run(0, 0); 300],
+        }];
+        b.on_ihave(2, empty_runs, now);
+        assert_eq!(b.poll_timeout(), None);
+        // A run of four billion ids costs the same as any batch too long: nothing is awaited.
+        let huge = vec![Announced {
+            origin: 9,
+            runs: vec![run(0, u32::MAX)],
+        }];
+        b.on_ihave(2, huge, now);
+        assert_eq!(b.poll_timeout(), None);
+        assert_eq!(b.stats().announcements_dropped, 300 + u64::from(u32::MAX));
+        // A run that would go past the last sequence number stops there.
+        let last = vec![Announced {
+            origin: 9,
+            runs: vec![run(u64::MAX - 1, 100)],
+        }];
+        b.on_ihave(2, last, now);
+        assert_eq!(b.missing.len(), 2);
+    }
+
+    #[test]
+    fn announcements_go_as_runs_and_seen_ids_are_skipped_by_block() {
+        let now = Instant::now();
+        let mut b = tree(1, &[2]);
+        let announce = |seqs: &[u64], hops: u16| -> Vec<Announcement<u32>> {
+            seqs.iter()
+                .map(|&seq| Announcement {
+                    id: MessageId { origin: 9, seq },
+                    hops,
+                    catch_up: false,
+                })
+                .collect()
+        };
+        // Consecutive ids with one hop count make one run; a gap or another count, another.
+        let mut list = announce(&[60, 61, 62, 63, 64, 65], 2);
+        list.extend(announce(&[67], 2));
+        list.extend(announce(&[68], 3));
+        let batch = Announced::group(&list);
+        assert_eq!(batch.len(), 1);
+        let runs: Vec<_> = batch[0]
+            .runs
+            .iter()
+            .map(|r| (r.first, r.count, r.hops))
+            .collect();
+        assert_eq!(runs, [(60, 6, 2), (67, 1, 2), (68, 1, 3)]);
+        let back: Vec<_> = batch.iter().flat_map(Announced::iter).collect();
+        assert_eq!(back, list, "the runs give back every announcement");
+        // Seen ids on both sides of a block boundary are not awaited; the others are.
+        for seq in [61, 63, 64, 68] {
+            b.seen.insert(MessageId { origin: 9, seq }, now);
+        }
+        b.on_ihave(2, batch, now);
+        let mut awaited: Vec<_> = b.missing.keys().map(|id| id.seq).collect();
+        awaited.sort_unstable();
+        assert_eq!(awaited, [60, 62, 65, 67]);
     }
 }

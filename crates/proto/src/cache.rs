@@ -93,6 +93,12 @@ impl<PI: PeerIdentity> SeenCache<PI> {
         self.blocks.get(&block).is_some_and(|bits| bits & bit != 0)
     }
 
+    /// Which of `origin`'s sequence numbers `block << 6` to `(block << 6) + 63` were seen, as
+    /// bits (bit `seq & 63`).
+    pub(crate) fn block(&self, origin: &PI, block: u64) -> u64 {
+        self.blocks.get(&(*origin, block)).copied().unwrap_or(0)
+    }
+
     /// The highest sequence number of `origin` this cache has forgotten, if it forgot one
     /// within `retention`: see [`stale_below`].
     pub(crate) fn floor(&self, origin: &PI, now: Instant) -> Option<u64> {

@@ -922,11 +922,13 @@ impl Harness {
                 assert!(nodes.len() <= shuffle, "node {me}: {body:?}");
             }
             MeshMessage::Broadcast(BroadcastMessage::IHave(groups)) => {
-                let ids: usize = groups.iter().map(|g| g.messages.len()).sum();
+                let ids: usize = groups.iter().map(Announced::len).sum();
                 assert!(
                     ids > 0
                         && ids <= self.config.broadcast.max_ihave_batch
-                        && groups.iter().all(|g| !g.messages.is_empty()),
+                        && groups
+                            .iter()
+                            .all(|g| !g.runs.is_empty() && g.runs.iter().all(|r| r.count > 0)),
                     "node {me} announces {ids} ids at once in {} groups",
                     groups.len()
                 );

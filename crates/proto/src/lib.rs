@@ -89,7 +89,7 @@ pub use id::{AddressError, MeshAddress, MeshId, MeshIdError, MessageId, PeerIden
 pub use membership::MembershipStats;
 pub use mesh::{BroadcastError, BroadcastOptions, BroadcastStatus, Filter, MeshEvent, MeshStats};
 pub use message::{
-    Announced, AnnouncedSeq, Announcement, BroadcastMessage, DisconnectReason, Gossip, GossipKind,
+    Announced, AnnouncedRun, Announcement, BroadcastMessage, DisconnectReason, Gossip, GossipKind,
     MembershipMessage, MeshMessage, Message, PeerData, PeerInfo, Priority, Probe, RecentId,
 };
 pub use state::{InEvent, JoinError, NodeStats, NotJoined, OutEvent, State};

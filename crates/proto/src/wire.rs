@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// The wire version written in every frame. Bumped whenever a message gains a field.
-pub const WIRE_VERSION: u8 = 4;
+pub const WIRE_VERSION: u8 = 5;
 
 /// Bytes before the frame body: the length prefix.
 pub const LEN_PREFIX: usize = 4;
@@ -174,9 +174,9 @@ mod tests {
         let announce = |origin, seq| Announcement {
             id: MessageId { origin, seq },
             hops: 3,
-            catch_up: seq % 2 == 0,
+            catch_up: (70_020..70_030).contains(&seq),
         };
-        // Interleaved origins stay in order: a run per origin.
+        // Interleaved origins stay in order: a group per origin.
         let list: Vec<_> = (0..100u64)
             .map(|seq| announce(if (40..90).contains(&seq) { b } else { a }, 70_000 + seq))
             .collect();
@@ -185,14 +185,18 @@ mod tests {
             batch.iter().map(|g| g.origin).collect::<Vec<_>>(),
             vec![a, b, a]
         );
+        let runs: usize = batch.iter().map(|g| g.runs.len()).sum();
+        assert_eq!(runs, 5);
         let message = Message {
             mesh: MeshId::new("soccerpals").unwrap(),
             body: MeshMessage::Broadcast(BroadcastMessage::IHave(batch)),
         };
         let mut buf = Vec::new();
         encode_frame(&message, DEFAULT_MAX_FRAME, &mut buf).unwrap();
-        // Origins once per run, then 3 bytes of sequence number, 1 of hops, 1 of flag per id.
-        assert!(buf.len() < 3 * 34 + 100 * 5 + 20, "{} bytes", buf.len());
+        // Origins once per group, then a run per stretch of consecutive ids with the same hop
+        // count and flag (here five: the catch-up ones split the first group's), each of 3
+        // bytes of first sequence number, 1 of count, 1 of hops and 1 of flag.
+        assert!(buf.len() < 3 * 34 + 5 * 6 + 20, "{} bytes", buf.len());
         let (back, _) = decode_frame::<Message<[u8; 32]>>(&buf, DEFAULT_MAX_FRAME)
             .unwrap()
             .unwrap();
