@@ -13,6 +13,8 @@
 //!
 //! The mesh's efficiency can approach these figures, not exceed them.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -110,6 +112,9 @@ async fn slowest_rate(nodes: usize, size: usize, secs: f64, how: Relay) -> anyho
         ids.push(id.peer_id());
     }
 
+    // Messages count until the root's sending ends (set when it starts): what is still
+    // queued along the tree then is not part of the rate.
+    let until = Arc::new(AtomicU64::new(u64::MAX));
     // Every node but the root: accept the parent's link and stream, open one per child.
     let mut receivers = Vec::with_capacity(nodes - 1);
     for i in 1..nodes {
@@ -117,6 +122,7 @@ async fn slowest_rate(nodes: usize, size: usize, secs: f64, how: Relay) -> anyho
         let outgoing: Vec<_> = children(i, nodes)
             .map(|c| (endpoints[i].clone(), endpoints[c].local_addr(), ids[c]))
             .collect();
+        let until = until.clone();
         receivers.push(tokio::spawn(async move {
             let incoming = endpoint.accept().await.context("the endpoint closed")?;
             let conn = incoming.await?;
@@ -129,8 +135,8 @@ async fn slowest_rate(nodes: usize, size: usize, secs: f64, how: Relay) -> anyho
                 conns.push(conn);
             }
             let frames = match how {
-                Relay::Chunks => relay_chunks(input, outputs).await?,
-                Relay::Messages => relay_messages(input, outputs).await?,
+                Relay::Chunks => relay_chunks(input, outputs, &until).await?,
+                Relay::Messages => relay_messages(input, outputs, &until).await?,
             };
             // The links stay open until every node has read everything.
             anyhow::Ok((frames, conns))
@@ -164,12 +170,13 @@ async fn slowest_rate(nodes: usize, size: usize, secs: f64, how: Relay) -> anyho
     let batch = Bytes::from(batch);
     let start = now_ns();
     let deadline = start + secs_to_ns(secs);
+    until.store(deadline, Ordering::Release);
     while now_ns() < deadline {
         for out in &mut roots {
             out.write_chunk(batch.clone()).await?;
         }
     }
-    let window = now_ns() - start;
+    let window = deadline - start;
     for out in &mut roots {
         out.finish()?;
     }
@@ -192,14 +199,22 @@ async fn slowest_rate(nodes: usize, size: usize, secs: f64, how: Relay) -> anyho
     Ok(per_sec(slowest, window))
 }
 
-/// Passes every chunk read on to every child as it is; the frames read.
+/// Whether it is still time to count what arrives.
+fn counting(until: &AtomicU64) -> bool {
+    now_ns() < until.load(Ordering::Acquire)
+}
+
+/// Passes every chunk read on to every child as it is; the frames read in time.
 async fn relay_chunks(
     mut input: quinn::RecvStream,
     mut outputs: Vec<quinn::SendStream>,
+    until: &AtomicU64,
 ) -> anyhow::Result<u64> {
     let mut counter = FrameCounter::default();
     while let Some(chunk) = input.read_chunk(usize::MAX, true).await? {
-        counter.feed(&chunk.bytes);
+        if counting(until) {
+            counter.feed(&chunk.bytes);
+        }
         for out in &mut outputs {
             out.write_chunk(chunk.bytes.clone()).await?;
         }
@@ -211,10 +226,11 @@ async fn relay_chunks(
 }
 
 /// Passes every message on through a reader, a node task and a writer per child, as a
-/// peerchannel node does; the messages read.
+/// peerchannel node does; the messages read in time.
 async fn relay_messages(
     mut input: quinn::RecvStream,
     outputs: Vec<quinn::SendStream>,
+    until: &AtomicU64,
 ) -> anyhow::Result<u64> {
     let (to_node, mut node) = mpsc::channel::<Bytes>(NODE_QUEUE);
     let reader = tokio::spawn(async move {
@@ -229,7 +245,8 @@ async fn relay_messages(
                 // Decoding copies the message out of the read buffer.
                 let message = Bytes::copy_from_slice(&frame[LEN_PREFIX..]);
                 if to_node.send(message).await.is_err() {
-                    break;
+                    // The node task stopped: a writer failed, and says why.
+                    return anyhow::Ok(());
                 }
             }
         }
@@ -243,22 +260,27 @@ async fn relay_messages(
         writers.push(tokio::spawn(write_batches(out, queued)));
     }
     let mut messages = 0;
-    while let Some(message) = node.recv().await {
-        messages += 1;
+    'relay: while let Some(message) = node.recv().await {
+        if counting(until) {
+            messages += 1;
+        }
         // Encoding: a new frame, shared by the children.
         let mut frame = Vec::with_capacity(LEN_PREFIX + message.len());
         frame.extend_from_slice(&(message.len() as u32).to_le_bytes());
         frame.extend_from_slice(&message);
         let frame = Bytes::from(frame);
         for lane in &lanes {
-            lane.send(frame.clone()).await?;
+            if lane.send(frame.clone()).await.is_err() {
+                break 'relay;
+            }
         }
     }
-    reader.await??;
-    drop(lanes);
+    // A writer that failed ends the relay; its error is the one to report.
+    drop((lanes, node));
     for writer in writers {
         writer.await??;
     }
+    reader.await??;
     Ok(messages)
 }
 

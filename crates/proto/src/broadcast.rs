@@ -756,12 +756,17 @@ impl<PI: PeerIdentity> Broadcast<PI> {
             .iter()
             .fold(0usize, |sum, group| sum.saturating_add(group.len()));
         tracing::trace!(from = ?from, count, "ihave");
-        // Groups and runs count too: a batch of empty ones is as long as it looks.
-        let pieces = batch.iter().fold(batch.len(), |sum, group| {
-            sum.saturating_add(group.runs.len())
-        });
-        if count.max(pieces) > self.config.max_ihave_batch {
-            self.stats.announcements_dropped += count as u64;
+        // Groups and runs count too, each on its own (a batch the sender cut at the limit has
+        // as many of each as ids at most): a batch of empty ones is as long as it looks.
+        let runs = batch
+            .iter()
+            .fold(0usize, |sum, group| sum.saturating_add(group.runs.len()));
+        if count.max(batch.len()).max(runs) > self.config.max_ihave_batch {
+            // What a peer claims, counted without overflowing.
+            self.stats.announcements_dropped = self
+                .stats
+                .announcements_dropped
+                .saturating_add(count as u64);
             return;
         }
         let wait = self.graft_wait(now);
@@ -2245,6 +2250,35 @@ mod tests {
         }];
         b.on_ihave(2, last, now);
         assert_eq!(b.missing.len(), 2);
+    }
+
+    #[test]
+    fn a_full_batch_of_scattered_announcements_is_taken() {
+        // Ids that make no runs (two origins in turn, then alternating hop counts): as many
+        // groups or runs as ids, up to the limit, which the sender cuts at.
+        let now = Instant::now();
+        let max = BroadcastConfig::default().max_ihave_batch as u64;
+        for scattered in [
+            (0..max)
+                .map(|i| announce(7 + (i % 2) as u32, 1_000 + i, 1))
+                .collect::<Vec<_>>(),
+            (0..max)
+                .map(|i| announce(7, 1_000 + i, 1 + (i % 2) as u16))
+                .collect(),
+        ] {
+            let mut b = tree(1, &[2]);
+            b.on_ihave(2, Announced::group(&scattered), now);
+            assert_eq!(b.stats().announcements_dropped, 0);
+            assert_eq!(b.missing.len() as u64, max);
+        }
+    }
+
+    fn announce(origin: u32, seq: u64, hops: u16) -> Announcement<u32> {
+        Announcement {
+            id: MessageId { origin, seq },
+            hops,
+            catch_up: false,
+        }
     }
 
     #[test]

@@ -126,7 +126,8 @@ pub struct BroadcastConfig {
     /// How long lazy announcements (`IHave`) wait to be batched. Default 5 ms: a guess, short
     /// against graft timeouts and link latencies, long enough to batch bursts.
     pub ihave_delay: Duration,
-    /// The most ids in one `IHave` batch; a peer that sends more is misbehaving. Default 256.
+    /// The most ids in one `IHave` batch, and the most origins and the most runs of
+    /// consecutive ids in it; a peer that sends more is misbehaving. Default 256.
     pub max_ihave_batch: usize,
     /// Wait after the first announcement of a missing message before grafting. Default 300 ms:
     /// from simulation (`single-1000`): iroh-gossip's 80 ms grafted messages that were still on

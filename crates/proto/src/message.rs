@@ -344,7 +344,8 @@ impl<PI: Copy + Eq> Announced<PI> {
         groups
     }
 
-    /// How many ids the group announces (saturating).
+    /// How many ids the runs claim, summed without overflowing (a run that would go past
+    /// `u64::MAX` yields fewer: see [`AnnouncedRun::seqs`]).
     pub fn len(&self) -> usize {
         self.runs
             .iter()
