@@ -16,7 +16,7 @@ use smallvec::SmallVec;
 
 #[cfg(test)]
 use crate::cache::STALE_WINDOW;
-use crate::cache::{HopCounts, SeenCache, Store, stale_below};
+use crate::cache::{HopCounts, SeenCache, Store, seq_block, stale_below};
 use crate::config::{BroadcastConfig, BroadcastMode};
 use crate::id::{MessageId, PeerIdentity};
 use crate::message::{
@@ -86,10 +86,9 @@ fn bounded_wait(floor: std::time::Duration, want: std::time::Duration) -> std::t
 }
 
 /// A stored message sent again to `to`, one link further.
-fn resend<PI: Copy>(to: PI, stored: &Gossip<PI>) -> BroadcastOut<PI> {
-    let mut gossip = stored.clone();
-    gossip.hops = gossip.hops.saturating_add(1);
-    BroadcastOut::Send(to, BroadcastMessage::Gossip(gossip))
+fn resend<PI: Copy>(to: PI, mut stored: Gossip<PI>) -> BroadcastOut<PI> {
+    stored.hops = stored.hops.saturating_add(1);
+    BroadcastOut::Send(to, BroadcastMessage::Gossip(stored))
 }
 
 /// What a propagation filter decides for one message.
@@ -444,7 +443,7 @@ impl<PI: PeerIdentity> Broadcast<PI> {
         self.forward(&gossip, None, false, now, out);
         // Beacons are flooded, never grafted or caught up: only application messages are kept.
         if hop_limit.is_none() && kind == GossipKind::App {
-            self.store.insert(gossip, now);
+            self.store.insert(&gossip, now);
         }
     }
 
@@ -551,7 +550,7 @@ impl<PI: PeerIdentity> Broadcast<PI> {
         if decision.forwards() && within_limit {
             self.forward(&gossip, Some(from), caught_up, now, out);
             if gossip.hop_limit.is_none() && gossip.kind == GossipKind::App {
-                self.store.insert(gossip.clone(), now);
+                self.store.insert(&gossip, now);
             }
         }
         if self.config.mode == BroadcastMode::Plumtree
@@ -781,7 +780,7 @@ impl<PI: PeerIdentity> Broadcast<PI> {
             let mut seen_block: Option<(u64, u64)> = None;
             for run in &group.runs {
                 for seq in run.seqs() {
-                    let (block, bit) = (seq >> 6, 1u64 << (seq & 63));
+                    let (block, bit) = seq_block(seq);
                     let seen = match seen_block {
                         Some((at, bits)) if at == block => bits,
                         _ => {
@@ -879,7 +878,7 @@ impl<PI: PeerIdentity> Broadcast<PI> {
                 continue;
             };
             self.stats.gossip_sent += 1;
-            out.push(resend(from, &stored));
+            out.push(resend(from, stored));
         }
     }
 
@@ -914,7 +913,7 @@ impl<PI: PeerIdentity> Broadcast<PI> {
         for stored in self.store.since(from) {
             self.stats.gossip_sent += 1;
             self.stats.resumed += 1;
-            out.push(resend(peer, &stored));
+            out.push(resend(peer, stored));
         }
     }
 

@@ -56,9 +56,21 @@ pub(crate) fn stale_below(floor: Option<u64>, seq: u64) -> bool {
 /// Origins whose floor is remembered; a new origin's floor is not recorded past this.
 pub(crate) const MAX_FLOORS: usize = 4096;
 
+/// The block of 64 sequence numbers `seq` falls in (of its origin's), and its bit in the
+/// block: how [`SeenCache`] keeps ids, and how [`SeenCache::block`] gives them out.
+pub(crate) fn seq_block(seq: u64) -> (u64, u64) {
+    (seq >> 6, 1 << (seq & 63))
+}
+
 /// The block an id falls in, and its bit in the block.
 fn block_of<PI: PeerIdentity>(id: &MessageId<PI>) -> ((PI, u64), u64) {
-    ((id.origin, id.seq >> 6), 1 << (id.seq & 63))
+    let (block, bit) = seq_block(id.seq);
+    ((id.origin, block), bit)
+}
+
+/// The block an id falls in, and its place in the block.
+fn slot_of<PI: PeerIdentity>(id: &MessageId<PI>) -> ((PI, u64), usize) {
+    ((id.origin, id.seq >> 6), (id.seq & 63) as usize)
 }
 
 impl<PI: PeerIdentity> SeenCache<PI> {
@@ -311,19 +323,19 @@ impl<PI: PeerIdentity> Store<PI> {
 
     /// Keeps `gossip`, making room by forgetting the oldest. An id already kept is not kept
     /// twice.
-    pub(crate) fn insert(&mut self, gossip: Gossip<PI>, now: Instant) {
+    pub(crate) fn insert(&mut self, gossip: &Gossip<PI>, now: Instant) {
         self.expire(now);
         let len = gossip.payload.len();
         if len > self.max_bytes {
             return;
         }
-        let (key, bit) = block_of(&gossip.id);
+        let (key, place) = slot_of(&gossip.id);
         let number = self.first + self.entries.len() as u64;
         let block = self.index.entry(key).or_insert_with(|| Block {
             entries: [NOT_STORED; 64],
             held: 0,
         });
-        let slot = &mut block.entries[bit.trailing_zeros() as usize];
+        let slot = &mut block.entries[place];
         if *slot != NOT_STORED {
             return;
         }
@@ -354,8 +366,8 @@ impl<PI: PeerIdentity> Store<PI> {
 
     /// A copy of the message with this id, if it is kept.
     pub(crate) fn get(&self, id: &MessageId<PI>) -> Option<Gossip<PI>> {
-        let (key, bit) = block_of(id);
-        let number = self.index.get(&key)?.entries[bit.trailing_zeros() as usize];
+        let (key, place) = slot_of(id);
+        let number = self.index.get(&key)?.entries[place];
         let stored = self
             .entries
             .get(usize::try_from(number.checked_sub(self.first)?).ok()?)?;
@@ -377,9 +389,9 @@ impl<PI: PeerIdentity> Store<PI> {
         };
         self.first += 1;
         self.bytes -= oldest.len;
-        let (key, bit) = block_of(&oldest.id);
+        let (key, place) = slot_of(&oldest.id);
         if let Some(block) = self.index.get_mut(&key) {
-            block.entries[bit.trailing_zeros() as usize] = NOT_STORED;
+            block.entries[place] = NOT_STORED;
             block.held -= 1;
             if block.held == 0 {
                 self.index.remove(&key);
@@ -629,12 +641,12 @@ mod tests {
     fn store_is_bounded_in_bytes_and_time() {
         let t0 = Instant::now();
         let mut s = Store::new(Duration::from_secs(10), 100);
-        s.insert(gossip(1, 40), t0);
-        s.insert(gossip(2, 40), t0);
-        s.insert(gossip(3, 40), t0);
+        s.insert(&gossip(1, 40), t0);
+        s.insert(&gossip(2, 40), t0);
+        s.insert(&gossip(3, 40), t0);
         assert!(s.get(&id(1)).is_none());
         assert_eq!(s.bytes(), 80);
-        s.insert(gossip(4, 500), t0);
+        s.insert(&gossip(4, 500), t0);
         assert!(
             s.get(&id(4)).is_none(),
             "a payload larger than the store is not kept"
@@ -645,10 +657,10 @@ mod tests {
             .map(|g| g.id.seq)
             .collect();
         assert_eq!(recent, vec![2, 3]);
-        s.insert(gossip(0, 10), t0);
+        s.insert(&gossip(0, 10), t0);
         let mut other = gossip(7, 10);
         other.id.origin = 2;
-        s.insert(other, t0);
+        s.insert(&other, t0);
         let since: Vec<_> = s
             .since(id(2))
             .iter()
@@ -710,7 +722,7 @@ mod tests {
                 .iter()
                 .any(|e| e.len > 0 && (e.start % ring as u64) as usize + e.len > ring);
             s.insert(
-                Gossip {
+                &Gossip {
                     id,
                     hops: (step % 7) as u16,
                     hop_limit: None,
@@ -771,7 +783,7 @@ mod tests {
     fn store_lets_its_ring_go_when_it_empties_and_keeps_ids_once() {
         let t0 = Instant::now();
         let mut s = Store::new(Duration::from_secs(10), 1 << 20);
-        s.insert(gossip(1, 100), t0);
+        s.insert(&gossip(1, 100), t0);
         let ring = s.ring.len();
         assert!(
             (100..=MIN_RING).contains(&ring),
@@ -779,14 +791,14 @@ mod tests {
         );
         let mut again = gossip(1, 50);
         again.hops = 9;
-        s.insert(again, t0);
+        s.insert(&again, t0);
         assert_eq!(s.bytes(), 100, "an id already kept is not kept twice");
         assert_eq!(s.get(&id(1)).map(|g| g.hops), Some(0));
         // Grows past its first size with every payload kept where it was.
         for seq in 2..=400 {
             let mut g = gossip(seq, 100);
             g.payload = Bytes::from(vec![seq as u8; 100]);
-            s.insert(g, t0);
+            s.insert(&g, t0);
         }
         assert!(s.ring.len() > ring);
         assert_eq!(s.get(&id(300)).unwrap().payload, vec![44u8; 100]);
