@@ -2293,20 +2293,28 @@ mod tests {
                 })
                 .collect()
         };
-        // Consecutive ids with one hop count make one run; a gap or another count, another.
+        // A sender groups them by origin, a run per id (see `Announced::group`).
         let mut list = announce(&[60, 61, 62, 63, 64, 65], 2);
         list.extend(announce(&[67], 2));
         list.extend(announce(&[68], 3));
         let batch = Announced::group(&list);
         assert_eq!(batch.len(), 1);
-        let runs: Vec<_> = batch[0]
-            .runs
-            .iter()
-            .map(|r| (r.first, r.count, r.hops))
-            .collect();
-        assert_eq!(runs, [(60, 6, 2), (67, 1, 2), (68, 1, 3)]);
+        assert!(batch[0].runs.iter().all(|r| r.count == 1));
         let back: Vec<_> = batch.iter().flat_map(Announced::iter).collect();
         assert_eq!(back, list, "the runs give back every announcement");
+        // A receiver takes longer runs: the same ids as three.
+        let run = |first, count, hops| AnnouncedRun {
+            first,
+            count,
+            hops,
+            catch_up: false,
+        };
+        let batch = vec![Announced {
+            origin: 9,
+            runs: vec![run(60, 6, 2), run(67, 1, 2), run(68, 1, 3)],
+        }];
+        let back: Vec<_> = batch.iter().flat_map(Announced::iter).collect();
+        assert_eq!(back, list, "the merged runs give back every announcement");
         // Seen ids on both sides of a block boundary are not awaited; the others are.
         for seq in [61, 63, 64, 68] {
             b.seen.insert(MessageId { origin: 9, seq }, now);
