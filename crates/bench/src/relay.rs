@@ -25,18 +25,13 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::clock::{now_ns, secs_to_ns};
+use crate::raw::{LEN_PREFIX, WRITE_BATCH, batch_of};
 use crate::record::{FrameCounter, per_sec};
 
 /// Children per inner node: ten nodes make a tree two links deep. (The mesh's own tree has
 /// whatever shape its links' speeds gave it; any tree of these links costs the same per
 /// delivery, one link crossed.)
 pub const FANOUT: usize = 3;
-
-/// Bytes per batched write at the root, as in the baseline.
-const WRITE_BATCH: usize = 64 * 1024;
-
-/// Bytes of the length prefix, as on the links.
-const LEN_PREFIX: usize = 4;
 
 /// The most bytes a reader takes off a stream at once, as the links' readers do.
 const READ_CHUNK: usize = 64 * 1024;
@@ -159,15 +154,7 @@ async fn slowest_rate(nodes: usize, size: usize, secs: f64, how: Relay) -> anyho
         roots.push(conn.open_uni().await?);
         conns.push(conn);
     }
-    let frame_len = u32::try_from(size).context("--size too large")?;
-    let mut frame = Vec::with_capacity(LEN_PREFIX + size);
-    frame.extend_from_slice(&frame_len.to_le_bytes());
-    frame.resize(LEN_PREFIX + size, 0xa5);
-    let mut batch = Vec::with_capacity(WRITE_BATCH + frame.len());
-    while batch.len() < WRITE_BATCH {
-        batch.extend_from_slice(&frame);
-    }
-    let batch = Bytes::from(batch);
+    let batch = Bytes::from(batch_of(size)?);
     let start = now_ns();
     let deadline = start + secs_to_ns(secs);
     until.store(deadline, Ordering::Release);
