@@ -19,6 +19,7 @@ use crate::cache::STALE_WINDOW;
 use crate::cache::{HopCounts, SeenCache, Store, seq_block, stale_below};
 use crate::config::{BroadcastConfig, BroadcastMode};
 use crate::id::{MessageId, PeerIdentity};
+use crate::idmap::IdMap;
 use crate::message::{
     Announced, AnnouncedRun, Announcement, BroadcastMessage, Gossip, GossipKind, RecentId,
 };
@@ -68,8 +69,10 @@ pub const MAX_FETCH_RUN: u16 = 256;
 const BEACON_HISTORY: usize = 8;
 
 /// The most message ids awaited at once from lazy announcements; beyond it new announcements
-/// are ignored until some resolve. Bounds what a peer can make a node remember: about 200
-/// bytes each with [`MAX_ANNOUNCERS`], so 13 MiB per mesh at worst.
+/// are ignored until some resolve. Bounds what a peer can make a node remember: 272 bytes
+/// each with [`MAX_ANNOUNCERS`], and for ids scattered at random a block of the index each
+/// (112 bytes, in a table up to twice that size), so 32 MiB per mesh at worst (17 MiB for ids
+/// numbered one after another).
 ///
 /// Under load, announcements run ahead of the eager copies by the queues along the tree
 /// (seconds at saturation), and each message is awaited that long: measured with
@@ -258,9 +261,8 @@ pub(crate) struct Broadcast<PI> {
     /// Hop-limited messages passed on, with the fewest hops a copy of each arrived with.
     hop_counts: HopCounts<PI>,
     store: Store<PI>,
-    /// Messages announced and not received yet. A hash map: every announced id is looked up
-    /// here, and nothing depends on its order.
-    missing: HashMap<MessageId<PI>, Missing<PI>>,
+    /// Messages announced and not received yet. Nothing depends on its order.
+    missing: IdMap<PI, Missing<PI>>,
     /// Entries of `missing` grafted and not yet answered.
     grafts_in_flight: usize,
     graft_timers: BTreeMap<Instant, Vec<MessageId<PI>>>,
@@ -302,7 +304,7 @@ impl<PI: PeerIdentity> Broadcast<PI> {
             config,
             eager: BTreeSet::new(),
             lazy: BTreeSet::new(),
-            missing: HashMap::new(),
+            missing: IdMap::new(),
             grafts_in_flight: 0,
             graft_timers: BTreeMap::new(),
             caught_up: BTreeSet::new(),
@@ -813,21 +815,25 @@ impl<PI: PeerIdentity> Broadcast<PI> {
         now: Instant,
     ) {
         // An id already awaited is not stale: one more announcer for it.
-        if stale_below(floor, id.seq) && !self.missing.contains_key(&id) {
+        if stale_below(floor, id.seq) && !self.missing.contains(&id) {
             self.stats.stale_ignored += 1;
             return;
         }
-        if self.missing.len() >= MAX_MISSING && !self.missing.contains_key(&id) {
+        let entry = if self.missing.len() >= MAX_MISSING {
+            self.missing.get_mut(&id)
+        } else {
+            self.missing.get_or_insert_with(id, || Missing {
+                announcers: SmallVec::new(),
+                timer: None,
+                first_at: now,
+                grafted_from: None,
+                fetched: false,
+            })
+        };
+        let Some(entry) = entry else {
             self.stats.announcements_dropped += 1;
             return;
-        }
-        let entry = self.missing.entry(id).or_insert_with(|| Missing {
-            announcers: SmallVec::new(),
-            timer: None,
-            first_at: now,
-            grafted_from: None,
-            fetched: false,
-        });
+        };
         if entry.announcers.len() < MAX_ANNOUNCERS {
             entry.announcers.push((from, run.hops, run.catch_up));
         }
@@ -1965,7 +1971,7 @@ mod tests {
         }
         b.on_ihave(4, ihave(hole, 2), now);
         assert_eq!(b.stats().stale_ignored, 0);
-        assert_eq!(b.missing[&hole].announcers.len(), 2);
+        assert_eq!(b.missing.get(&hole).unwrap().announcers.len(), 2);
     }
 
     #[test]
@@ -2320,7 +2326,7 @@ mod tests {
             b.seen.insert(MessageId { origin: 9, seq }, now);
         }
         b.on_ihave(2, batch, now);
-        let mut awaited: Vec<_> = b.missing.keys().map(|id| id.seq).collect();
+        let mut awaited: Vec<_> = b.missing.ids().map(|id| id.seq).collect();
         awaited.sort_unstable();
         assert_eq!(awaited, [60, 62, 65, 67]);
     }

@@ -77,6 +77,7 @@ pub mod config;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod id;
+mod idmap;
 pub mod membership;
 pub mod mesh;
 pub mod message;
