@@ -160,7 +160,9 @@ pub struct BroadcastStats {
     pub announcements_dropped: u64,
     /// Times a due graft waited because [`MAX_GRAFTS_IN_FLIGHT`] were unanswered.
     pub grafts_deferred: u64,
-    /// Announced messages given up on: every announcer was asked, and none sent it.
+    /// Announced messages given up on: every announcer was asked and none sent it, or it was
+    /// first announced longer ago than the stores (full, judged by this node's) keep messages.
+    /// An eager copy may still come after.
     pub lost: u64,
     /// Resumes sent (also counted in `grafts_sent`): the tree stopped bringing an origin's
     /// messages, and a neighbor was asked for all of them from the first one missing.
@@ -747,8 +749,21 @@ impl<PI: PeerIdentity> Broadcast<PI> {
     /// queues along the tree; a fixed timeout then grafts nearly every message, and each
     /// graft's duplicate re-cuts the tree (measured with `peerchannel-bench`: 0.9-1.4 grafts
     /// and RMR 0.97 per delivery at saturation).
+    ///
+    /// Addition: never longer than half of how far back this node's store reaches while it is
+    /// full (the neighbors', with the same traffic, reach as far), unless that is shorter than
+    /// `graft_timeout_1`: a graft sent after the neighbors forgot the message is lost for
+    /// sure, where one sent while the eager copy is merely late costs a duplicate. Measured
+    /// with `peerchannel-bench --secs 1 --pause-one 10 --pause-rate 10000` (2026-12-07): the
+    /// lag learnt at saturation (halving every 10 s) made the children of the paused node
+    /// wait 0.5 s and more for the messages it stopped passing on, longer than the 0.4 s the
+    /// stores hold at 10,000 messages/s, and every child lost the same run of them.
     fn graft_wait(&self, now: Instant) -> std::time::Duration {
-        bounded_wait(self.config.graft_timeout_1, self.lag.current(now) * 2)
+        let wait = bounded_wait(self.config.graft_timeout_1, self.lag.current(now) * 2);
+        match self.store.horizon(now) {
+            Some(horizon) => wait.min((horizon / 2).max(self.config.graft_timeout_1)),
+            None => wait,
+        }
     }
 
     /// Paper, "upon Receive(IHAVE)": note who has a message we lack and start a graft timer.
@@ -1178,6 +1193,12 @@ impl<PI: PeerIdentity> Broadcast<PI> {
         out: &mut Vec<BroadcastOut<PI>>,
     ) {
         let window_full = self.grafts_in_flight >= MAX_GRAFTS_IN_FLIGHT;
+        // How long the neighbors' stores keep messages, judged by this node's (see
+        // `graft_wait`), but at least two first waits.
+        let kept_for = self
+            .store
+            .horizon(now)
+            .map(|horizon| horizon.max(self.config.graft_timeout_1 * 2));
         let Some(missing) = self.missing.get_mut(&id) else {
             return;
         };
@@ -1219,6 +1240,19 @@ impl<PI: PeerIdentity> Broadcast<PI> {
             missing.timer = Some(next);
             self.arm(next, id);
             self.stats.grafts_deferred += 1;
+            return;
+        }
+        // Addition to the paper: a message first announced longer ago than the stores keep
+        // messages is given up, not asked for again: no neighbor has it any more. Asked for
+        // anyway (from each announcer in turn, a wait apart), such messages filled the window
+        // of grafts in flight for as long as the stall that caused them lasted, and the
+        // messages missing meanwhile waited behind them until they were lost too (measured
+        // with `peerchannel-bench --secs 1 --pause-one 10 --pause-rate 10000`: nodes kept
+        // 64 hopeless grafts in flight for 13 s, and lost a tenth of what was sent).
+        if kept_for.is_some_and(|kept_for| waited > kept_for) {
+            self.stats.lost += 1;
+            self.forget_missing(&id);
+            self.caught_up.remove(&id);
             return;
         }
         // Announcers that are no longer neighbors cannot be grafted.
@@ -1995,6 +2029,91 @@ mod tests {
         assert_eq!(bounded_wait(ms(200), ms(60_000)), MAX_GRAFT_WAIT);
         // A floor above the cap wins: the configured timeout is never cut.
         assert_eq!(bounded_wait(ms(9_000), ms(0)), ms(9_000));
+    }
+
+    /// Node 1 with 2 eager and 3 lazy, a store of ten messages of [`gossip`]'s size, and a
+    /// tree that was slow: an eager copy came 2 s after its announcement, at `t0 + 2 s`.
+    fn small_store_after_a_slow_tree(t0: Instant) -> Broadcast<u32> {
+        let config = BroadcastConfig {
+            store_bytes: 20,
+            ..BroadcastConfig::default()
+        };
+        let mut b = Broadcast::new(1, 0, config);
+        for p in [2, 3] {
+            b.neighbor_up(p, 0, Duration::ZERO, t0, &mut Vec::new());
+        }
+        let lazy = std::mem::take(&mut b.lazy);
+        b.eager.extend(lazy);
+        b.on_prune(3);
+        let first = MessageId { origin: 9, seq: 0 };
+        b.on_ihave(3, ihave(first, 2), t0);
+        b.on_gossip(
+            2,
+            gossip(9, 0, 1),
+            t0 + Duration::from_secs(2),
+            &mut pass,
+            &mut Vec::new(),
+        );
+        assert!(b.graft_wait(t0 + Duration::from_secs(2)) > Duration::from_secs(3));
+        b
+    }
+
+    /// Messages `seqs` of origin 9 from 2, one every 100 ms from `from`; the time after the
+    /// last.
+    fn flow(b: &mut Broadcast<u32>, seqs: std::ops::Range<u64>, from: Instant) -> Instant {
+        let mut now = from;
+        for seq in seqs {
+            now += Duration::from_millis(100);
+            b.on_gossip(2, gossip(9, seq, 1), now, &mut pass, &mut Vec::new());
+        }
+        now
+    }
+
+    #[test]
+    fn grafts_wait_no_longer_than_half_of_what_the_stores_keep() {
+        let t0 = Instant::now();
+        let mut b = small_store_after_a_slow_tree(t0);
+        // Twelve messages into a store of ten: it reaches back 0.9 s.
+        let now = flow(&mut b, 1..13, t0 + Duration::from_secs(2));
+        assert_eq!(b.store.horizon(now), Some(Duration::from_millis(900)));
+        // Another origin's message (not behind a flow), announced by 3: asked for after
+        // 0.45 s, not after twice the lag learnt (more than 3 s).
+        b.on_ihave(3, ihave(MessageId { origin: 8, seq: 0 }, 2), now);
+        let mut out = Vec::new();
+        b.handle_timeout(now + Duration::from_millis(449), &mut out);
+        assert!(!out.iter().any(asks_3), "{out:?}");
+        b.handle_timeout(now + Duration::from_millis(450), &mut out);
+        assert!(out.iter().any(asks_3), "{out:?}");
+    }
+
+    #[test]
+    fn a_message_announced_longer_ago_than_the_stores_keep_is_given_up() {
+        let t0 = Instant::now();
+        let mut b = small_store_after_a_slow_tree(t0);
+        let now = flow(&mut b, 1..13, t0 + Duration::from_secs(2));
+        let id = MessageId { origin: 8, seq: 0 };
+        b.on_ihave(3, ihave(id, 2), now);
+        b.on_ihave(2, ihave(id, 1), now);
+        let mut out = Vec::new();
+        b.handle_timeout(now + Duration::from_millis(450), &mut out);
+        assert!(out.iter().any(asks_3), "{out:?}");
+        // No answer. The next try comes after the slow tree's lag (about 1.8 s), by when the
+        // stores (still reaching back about a second, as messages keep coming) have let the
+        // message go: it is given up instead of asked of 2.
+        let mut now = flow(&mut b, 13..33, now);
+        assert!(b.store.horizon(now) < Some(Duration::from_secs(1)));
+        out.clear();
+        for _ in 0..10 {
+            now += Duration::from_millis(100);
+            b.handle_timeout(now, &mut out);
+        }
+        assert!(
+            !out.iter().any(|o| matches!(o, BroadcastOut::Send(2, _))),
+            "{out:?}"
+        );
+        assert_eq!(b.stats().lost, 1);
+        assert_eq!(b.awaited_len(), 0);
+        assert_eq!(b.grafts_in_flight(), 0);
     }
 
     #[test]

@@ -276,6 +276,8 @@ pub(crate) struct Store<PI> {
     index: HashMap<(PI, u64), Block>,
     /// Payload bytes held.
     bytes: usize,
+    /// When a message was last forgotten to make room for a new one.
+    made_room_at: Option<Instant>,
     retention: Duration,
     max_bytes: usize,
 }
@@ -316,6 +318,7 @@ impl<PI: PeerIdentity> Store<PI> {
             end: 0,
             index: HashMap::new(),
             bytes: 0,
+            made_room_at: None,
             retention,
             max_bytes,
         }
@@ -347,6 +350,7 @@ impl<PI: PeerIdentity> Store<PI> {
                 self.grow(self.bytes + len);
             } else {
                 self.pop_oldest();
+                self.made_room_at = Some(now);
             }
         }
         let start = self.end;
@@ -362,6 +366,15 @@ impl<PI: PeerIdentity> Store<PI> {
             start,
             len,
         });
+    }
+
+    /// How far back the store reaches while it is full: the age of its oldest message, if a
+    /// message was forgotten to make room since that one came. `None` while the store holds
+    /// every message of the last `retention` that fit.
+    pub(crate) fn horizon(&self, now: Instant) -> Option<Duration> {
+        let oldest = self.entries.front()?;
+        let made_room_at = self.made_room_at?;
+        (made_room_at > oldest.at).then(|| now.saturating_duration_since(oldest.at))
     }
 
     /// A copy of the message with this id, if it is kept.
@@ -673,6 +686,24 @@ mod tests {
         );
         s.expire(t0 + Duration::from_secs(10));
         assert_eq!(s.bytes(), 0);
+    }
+
+    #[test]
+    fn store_reaches_back_to_its_oldest_message_only_while_full() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut s = Store::new(Duration::from_secs(10), 100);
+        s.insert(&gossip(1, 40), at(0));
+        s.insert(&gossip(2, 40), at(100));
+        assert_eq!(s.horizon(at(500)), None, "it holds all it was given");
+        // Message 1 goes to make room: the store reaches back to message 2.
+        s.insert(&gossip(3, 40), at(200));
+        assert_eq!(s.horizon(at(500)), Some(Duration::from_millis(400)));
+        // Message 2 expires: what is left came with or after the last room made.
+        s.expire(at(10_150));
+        assert_eq!(s.horizon(at(10_150)), None);
+        s.expire(at(10_200));
+        assert_eq!(s.horizon(at(10_200)), None, "empty");
     }
 
     /// The store against a model of it (the newest payloads whose bytes fit, by time and by
