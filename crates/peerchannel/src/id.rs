@@ -46,7 +46,7 @@ impl PartialOrd for PeerId {
 impl Ord for PeerId {
     /// Word by word, stopping at the first that differs (for two keys, nearly always the
     /// first): building all four words of both first cost a stall of the load that compared
-    /// them, a quarter of the mesh core's `forward` (where it looks up each lazy peer's queue).
+    /// them, three quarters of the mesh core's `forward` (where it looks up each lazy peer's queue).
     #[inline]
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         (0..4)

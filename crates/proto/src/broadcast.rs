@@ -1424,7 +1424,12 @@ mod tests {
 
     /// A node whose links are all eager, as after a beacon.
     fn tree(me: u32, peers: &[u32]) -> Broadcast<u32> {
-        let mut b = Broadcast::new(me, 0, BroadcastConfig::default());
+        tree_with(me, peers, BroadcastConfig::default())
+    }
+
+    /// [`tree`] with its own settings.
+    fn tree_with(me: u32, peers: &[u32], config: BroadcastConfig) -> Broadcast<u32> {
+        let mut b = Broadcast::new(me, 0, config);
         for p in peers {
             b.neighbor_up(*p, 0, Duration::ZERO, Instant::now(), &mut Vec::new());
         }
@@ -2038,12 +2043,7 @@ mod tests {
             store_bytes: 20,
             ..BroadcastConfig::default()
         };
-        let mut b = Broadcast::new(1, 0, config);
-        for p in [2, 3] {
-            b.neighbor_up(p, 0, Duration::ZERO, t0, &mut Vec::new());
-        }
-        let lazy = std::mem::take(&mut b.lazy);
-        b.eager.extend(lazy);
+        let mut b = tree_with(1, &[2, 3], config);
         b.on_prune(3);
         let first = MessageId { origin: 9, seq: 0 };
         b.on_ihave(3, ihave(first, 2), t0);
