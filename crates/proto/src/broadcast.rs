@@ -1193,12 +1193,6 @@ impl<PI: PeerIdentity> Broadcast<PI> {
         out: &mut Vec<BroadcastOut<PI>>,
     ) {
         let window_full = self.grafts_in_flight >= MAX_GRAFTS_IN_FLIGHT;
-        // How long the neighbors' stores keep messages, judged by this node's (see
-        // `graft_wait`), but at least two first waits.
-        let kept_for = self
-            .store
-            .horizon(now)
-            .map(|horizon| horizon.max(self.config.graft_timeout_1 * 2));
         let Some(missing) = self.missing.get_mut(&id) else {
             return;
         };
@@ -1249,6 +1243,12 @@ impl<PI: PeerIdentity> Broadcast<PI> {
         // messages missing meanwhile waited behind them until they were lost too (measured
         // with `peerchannel-bench --secs 1 --pause-one 10 --pause-rate 10000`: nodes kept
         // 64 hopeless grafts in flight for 13 s, and lost a tenth of what was sent).
+        // How long the neighbors' stores keep messages is judged by this node's (see
+        // `graft_wait`), and taken as at least two first waits.
+        let kept_for = self
+            .store
+            .horizon(now)
+            .map(|horizon| horizon.max(self.config.graft_timeout_1 * 2));
         if kept_for.is_some_and(|kept_for| waited > kept_for) {
             self.stats.lost += 1;
             self.forget_missing(&id);

@@ -32,7 +32,6 @@ pub(crate) struct IdMap<PI, V> {
     slab: Vec<Option<(MessageId<PI>, V)>>,
     /// Places in `slab` free for reuse, the most recently freed last.
     free: Vec<u32>,
-    len: usize,
 }
 
 /// Where the values of [`BLOCK`] consecutive sequence numbers are in the slab.
@@ -52,12 +51,11 @@ impl<PI: PeerIdentity, V> IdMap<PI, V> {
             blocks: HashMap::new(),
             slab: Vec::new(),
             free: Vec::new(),
-            len: 0,
         }
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.len
+        self.slab.len() - self.free.len()
     }
 
     /// Where `id`'s value is in the slab, if it has one.
@@ -113,7 +111,6 @@ impl<PI: PeerIdentity, V> IdMap<PI, V> {
                 entry.slots[slot] = place;
                 entry.held += 1;
                 self.slab[place as usize] = Some((id, make()));
-                self.len += 1;
                 place
             }
             place => place,
@@ -134,16 +131,14 @@ impl<PI: PeerIdentity, V> IdMap<PI, V> {
             self.blocks.remove(&key);
         }
         let (_, value) = self.slab[place as usize].take()?;
-        self.len -= 1;
-        if self.len == 0 {
+        self.free.push(place);
+        if self.len() == 0 {
             // Let go of what a burst took.
             self.free.clear();
             self.slab.clear();
             self.slab.shrink_to(KEEP_EMPTY);
             self.free.shrink_to(KEEP_EMPTY);
             self.blocks.shrink_to(KEEP_EMPTY);
-        } else {
-            self.free.push(place);
         }
         Some(value)
     }
