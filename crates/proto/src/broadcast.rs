@@ -1244,12 +1244,19 @@ impl<PI: PeerIdentity> Broadcast<PI> {
         // with `peerchannel-bench --secs 1 --pause-one 10 --pause-rate 10000`: nodes kept
         // 64 hopeless grafts in flight for 13 s, and lost a tenth of what was sent).
         // How long the neighbors' stores keep messages is judged by this node's (see
-        // `graft_wait`), and taken as at least two first waits.
-        let kept_for = self
-            .store
-            .horizon(now)
-            .map(|horizon| horizon.max(self.config.graft_timeout_1 * 2));
-        if kept_for.is_some_and(|kept_for| waited > kept_for) {
+        // `graft_wait`), and taken as at least two first waits; how many, by how many it
+        // holds (of every origin: more than the origin's share).
+        let kept = self.store.horizon(now).map(|horizon| {
+            let kept_for = horizon.max(self.config.graft_timeout_1 * 2);
+            (kept_for, self.store.len() as u64)
+        });
+        // A message further behind its origin's flow than the stores hold messages is as
+        // gone, however recently announced: a node back from a stall reads announcements
+        // queued for it during the stall, of messages long forgotten everywhere.
+        let gone = kept.is_some_and(|(kept_for, held)| {
+            waited > kept_for || flowing.is_some_and(|high| high.saturating_sub(id.seq) > held)
+        });
+        if gone {
             self.stats.lost += 1;
             self.forget_missing(&id);
             self.caught_up.remove(&id);
@@ -2117,6 +2124,41 @@ mod tests {
     }
 
     #[test]
+    fn a_message_further_behind_its_flow_than_the_stores_hold_is_given_up() {
+        let t0 = Instant::now();
+        let mut b = small_store_after_a_slow_tree(t0);
+        // Messages 100 to 112 of origin 9 but 108: the store holds the last ten.
+        let mut now = t0 + Duration::from_secs(2);
+        for seq in (100..113).filter(|seq| *seq != 108) {
+            now += Duration::from_millis(100);
+            b.on_gossip(2, gossip(9, seq, 1), now, &mut pass, &mut Vec::new());
+        }
+        // Announced just now: 108, four behind the flow, and 50, sixty-two behind.
+        let hole = MessageId {
+            origin: 9,
+            seq: 108,
+        };
+        let old = MessageId { origin: 9, seq: 50 };
+        b.on_ihave(3, ihave(hole, 2), now);
+        b.on_ihave(3, ihave(old, 2), now);
+        let mut out = Vec::new();
+        for seq in 113..123 {
+            now += Duration::from_millis(100);
+            b.on_gossip(2, gossip(9, seq, 1), now, &mut pass, &mut Vec::new());
+            b.handle_timeout(now, &mut out);
+        }
+        let asked: Vec<_> = out
+            .iter()
+            .filter_map(|o| match o {
+                BroadcastOut::Send(3, BroadcastMessage::Fetch { id, .. }) => Some(id.seq),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(asked, [108], "{out:?}");
+        assert_eq!(b.stats().lost, 1, "50 given up");
+    }
+
+    #[test]
     fn a_hole_in_a_flowing_origin_is_fetched_and_the_tree_left_alone() {
         let now = Instant::now();
         let hole = MessageId { origin: 9, seq: 0 };
@@ -2418,28 +2460,27 @@ mod tests {
                 })
                 .collect()
         };
-        // A sender groups them by origin, a run per id (see `Announced::group`).
+        // A sender groups them by origin, in runs of consecutive ids with one hop count: a
+        // gap or another hop count starts a new run.
         let mut list = announce(&[60, 61, 62, 63, 64, 65], 2);
         list.extend(announce(&[67], 2));
         list.extend(announce(&[68], 3));
         let batch = Announced::group(&list);
-        assert_eq!(batch.len(), 1);
-        assert!(batch[0].runs.iter().all(|r| r.count == 1));
-        let back: Vec<_> = batch.iter().flat_map(Announced::iter).collect();
-        assert_eq!(back, list, "the runs give back every announcement");
-        // A receiver takes longer runs: the same ids as three.
         let run = |first, count, hops| AnnouncedRun {
             first,
             count,
             hops,
             catch_up: false,
         };
-        let batch = vec![Announced {
-            origin: 9,
-            runs: vec![run(60, 6, 2), run(67, 1, 2), run(68, 1, 3)],
-        }];
+        assert_eq!(
+            batch,
+            vec![Announced {
+                origin: 9,
+                runs: vec![run(60, 6, 2), run(67, 1, 2), run(68, 1, 3)],
+            }]
+        );
         let back: Vec<_> = batch.iter().flat_map(Announced::iter).collect();
-        assert_eq!(back, list, "the merged runs give back every announcement");
+        assert_eq!(back, list, "the runs give back every announcement");
         // Seen ids on both sides of a block boundary are not awaited; the others are.
         for seq in [61, 63, 64, 68] {
             b.seen.insert(MessageId { origin: 9, seq }, now);

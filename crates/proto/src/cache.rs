@@ -368,6 +368,11 @@ impl<PI: PeerIdentity> Store<PI> {
         });
     }
 
+    /// How many messages it holds.
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
     /// How far back the store reaches while it is full: the age of its oldest message, if a
     /// message was forgotten to make room since that one came. `None` while the store holds
     /// every message of the last `retention` that fit.

@@ -300,6 +300,15 @@ pub struct AnnouncedRun {
 }
 
 impl AnnouncedRun {
+    /// Whether `next`, a run of one, continues this run: the next id, with the same hop count
+    /// and flag, and room in the count.
+    fn continues_with(&self, next: &AnnouncedRun) -> bool {
+        self.hops == next.hops
+            && self.catch_up == next.catch_up
+            && self.count < u32::MAX
+            && self.first.checked_add(u64::from(self.count)) == Some(next.first)
+    }
+
     /// The sequence numbers in the run.
     pub fn seqs(&self) -> impl Iterator<Item = u64> + use<> {
         let first = self.first;
@@ -308,16 +317,16 @@ impl AnnouncedRun {
 }
 
 impl<PI: Copy + Eq> Announced<PI> {
-    /// Groups announcements by origin, keeping their order, one run per id.
+    /// Groups announcements by origin, keeping their order, and merges consecutive ids with
+    /// the same hop count and flag into runs (under load, one run per origin and batch).
     ///
-    /// Runs of consecutive ids are not merged yet, though every receiver takes them: merged
-    /// (one run per origin and batch under load), the lazy push cost 9% less CPU time per
-    /// delivery, but in `peerchannel-bench --secs 1 --pause-one 10 --pause-rate 10000` every
-    /// run then grafted about 2,800 times and gave up about 640 messages as lost (its
-    /// neighbors asked 640,000 times for messages no longer stored), where unmerged most runs
-    /// grafted 400-800 times and lost 50-200 (2026-12-07, alternating in one build; both had
-    /// occasional runs far worse). The protocol decides the same with either (the simulator's
-    /// output is the same byte for byte): the difference is one of timing, not explained yet.
+    /// Merged, the lazy push costs 10% less CPU time per delivery than with a run per id
+    /// (`peerchannel-bench --secs 3`, three alternating pairs in one build, 2026-12-07: 9.0
+    /// against 10.0 us). Until a node back from a stall gave up at once the messages further
+    /// behind than the stores hold (see `Broadcast::graft_due`), merging cost that node 5-13%
+    /// of the messages sent after its return: the small batches queued for it during the stall
+    /// still fit in its receive window, and on its return it asked for every message they
+    /// announced, long forgotten everywhere, before the new holes.
     pub fn group(announcements: &[Announcement<PI>]) -> Vec<Self> {
         let mut groups: Vec<Self> = Vec::new();
         for a in announcements {
@@ -328,7 +337,10 @@ impl<PI: Copy + Eq> Announced<PI> {
                 catch_up: a.catch_up,
             };
             match groups.last_mut() {
-                Some(group) if group.origin == a.id.origin => group.runs.push(run),
+                Some(group) if group.origin == a.id.origin => match group.runs.last_mut() {
+                    Some(last) if last.continues_with(&run) => last.count += 1,
+                    _ => group.runs.push(run),
+                },
                 _ => groups.push(Self {
                     origin: a.id.origin,
                     runs: vec![run],

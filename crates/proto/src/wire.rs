@@ -185,8 +185,25 @@ mod tests {
             batch.iter().map(|g| g.origin).collect::<Vec<_>>(),
             vec![a, b, a]
         );
-        let runs: usize = batch.iter().map(|g| g.runs.len()).sum();
-        assert_eq!(runs, 100, "a run per id (see `Announced::group`)");
+        // Consecutive ids merge into runs, split where the flag changes.
+        let runs: Vec<_> = batch
+            .iter()
+            .flat_map(|g| {
+                g.runs
+                    .iter()
+                    .map(|r| (r.first - 70_000, r.count, r.catch_up))
+            })
+            .collect();
+        assert_eq!(
+            runs,
+            [
+                (0, 20, false),
+                (20, 10, true),
+                (30, 10, false),
+                (40, 50, false),
+                (90, 10, false)
+            ]
+        );
         let message = Message {
             mesh: MeshId::new("soccerpals").unwrap(),
             body: MeshMessage::Broadcast(BroadcastMessage::IHave(batch)),
@@ -195,7 +212,7 @@ mod tests {
         encode_frame(&message, DEFAULT_MAX_FRAME, &mut buf).unwrap();
         // Origins once per group, then per run 3 bytes of first sequence number, 1 of count, 1
         // of hops and 1 of flag.
-        assert!(buf.len() < 3 * 34 + 100 * 6 + 20, "{} bytes", buf.len());
+        assert!(buf.len() < 3 * 34 + 5 * 6 + 20, "{} bytes", buf.len());
         let (back, _) = decode_frame::<Message<[u8; 32]>>(&buf, DEFAULT_MAX_FRAME)
             .unwrap()
             .unwrap();
