@@ -160,9 +160,10 @@ pub struct BroadcastStats {
     pub announcements_dropped: u64,
     /// Times a due graft waited because [`MAX_GRAFTS_IN_FLIGHT`] were unanswered.
     pub grafts_deferred: u64,
-    /// Announced messages given up on: every announcer was asked and none sent it, or it was
-    /// first announced longer ago than the stores (full, judged by this node's) keep messages.
-    /// An eager copy may still come after.
+    /// Announced messages given up on: every announcer was asked and none sent it, or, while
+    /// the stores are full (judged by this node's), it was first announced longer ago than
+    /// they keep messages or is further behind its origin's flow than they hold messages. An
+    /// eager copy may still come after.
     pub lost: u64,
     /// Resumes sent (also counted in `grafts_sent`): the tree stopped bringing an origin's
     /// messages, and a neighbor was asked for all of them from the first one missing.
