@@ -718,6 +718,13 @@ impl<PI: PeerIdentity> Broadcast<PI> {
         self.resuming.insert(from.origin, resuming);
     }
 
+    /// Stops awaiting a missing message, counted in [`BroadcastStats::lost`].
+    fn give_up(&mut self, id: &MessageId<PI>) {
+        self.stats.lost += 1;
+        self.forget_missing(id);
+        self.caught_up.remove(id);
+    }
+
     /// Removes a missing message, keeping the count of grafts in flight.
     fn forget_missing(&mut self, id: &MessageId<PI>) -> Option<Missing<PI>> {
         let missing = self.missing.remove(id)?;
@@ -1258,9 +1265,7 @@ impl<PI: PeerIdentity> Broadcast<PI> {
             waited > kept_for || flowing.is_some_and(|high| high.saturating_sub(id.seq) > held)
         });
         if gone {
-            self.stats.lost += 1;
-            self.forget_missing(&id);
-            self.caught_up.remove(&id);
+            self.give_up(&id);
             return;
         }
         // Announcers that are no longer neighbors cannot be grafted.
@@ -1277,9 +1282,7 @@ impl<PI: PeerIdentity> Broadcast<PI> {
             }
         };
         let Some((peer, catch_up)) = announcer else {
-            self.stats.lost += 1;
-            self.forget_missing(&id);
-            self.caught_up.remove(&id);
+            self.give_up(&id);
             return;
         };
         if missing.grafted_from.replace(peer).is_none() {

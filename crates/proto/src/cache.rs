@@ -70,7 +70,8 @@ fn block_of<PI: PeerIdentity>(id: &MessageId<PI>) -> ((PI, u64), u64) {
 
 /// The block an id falls in, and its place in the block.
 fn slot_of<PI: PeerIdentity>(id: &MessageId<PI>) -> ((PI, u64), usize) {
-    ((id.origin, id.seq >> 6), (id.seq & 63) as usize)
+    let (block, bit) = seq_block(id.seq);
+    ((id.origin, block), bit.trailing_zeros() as usize)
 }
 
 impl<PI: PeerIdentity> SeenCache<PI> {

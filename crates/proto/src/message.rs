@@ -276,8 +276,7 @@ pub struct Announcement<PI> {
 /// On the wire a run costs its first sequence number, length, hop count and flag (about 7
 /// bytes) however many ids it holds, and the origin's 32 bytes come once per group. An origin
 /// numbers its messages one after another and a neighbor passes them on in order, so under
-/// load one run could hold every message of a batch; this version's senders still send a run
-/// per id (see [`Announced::group`]), and receivers take runs of any length.
+/// load one run holds every message of a batch (see [`Announced::group`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Announced<PI> {
     /// The node that first sent these messages.
