@@ -15,12 +15,12 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use peerchannel_proto::wire::{self, FrameError};
 use peerchannel_proto::{BroadcastMessage, MeshMessage, Message};
 use quinn::VarInt;
 use tokio::sync::{Notify, mpsc};
-use tracing::{debug, trace, warn};
+use tracing::{debug, warn};
 
 use crate::PeerId;
 use crate::limits::Limits;
@@ -520,25 +520,28 @@ impl Reader {
     /// two per frame), and frames are cut out of the buffer. The buffer never holds more than
     /// one frame of at most `max_frame` bytes plus one chunk: a frame's length is checked as
     /// soon as its prefix is in.
+    ///
+    /// The chunks are copied into blocks of at least [`READ_CHUNK`] bytes, and the messages'
+    /// payloads are slices of those blocks (`wire::decode_frame_shared`): a block is freed when
+    /// the last message read into it has been forwarded, stored (the store copies) and read by
+    /// the application. Copying each payload out instead cost two allocations per message.
     async fn read_stream(self, mut stream: quinn::RecvStream, limits: Arc<RateLimits>) {
         let peer = self.peer;
         let mut buf = BytesMut::new();
         loop {
             loop {
-                let (message, used) =
-                    match wire::decode_frame::<Message<PeerId>>(&buf, self.max_frame) {
-                        Ok(Some(frame)) => frame,
+                let message =
+                    match wire::decode_frame_shared::<Message<PeerId>>(&mut buf, self.max_frame) {
+                        Ok(Some(message)) => message,
                         Ok(None) => break,
                         Err(e) => return violation(&self.conn, peer, &e),
                     };
-                buf.advance(used);
                 if let Err(reason) = limits.admit(&message) {
                     warn!(peer = %peer.fmt_short(), "disconnecting a peer: {reason}");
                     self.conn
                         .close(close_code::LIMIT_EXCEEDED, reason.as_bytes());
                     return;
                 }
-                trace!(peer = %peer.fmt_short(), "link: frame of {used} bytes");
                 if self
                     .events
                     .send(LinkEvent::Message { peer, message })
@@ -549,7 +552,14 @@ impl Reader {
                 }
             }
             match stream.read_chunk(READ_CHUNK, true).await {
-                Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
+                Ok(Some(chunk)) => {
+                    // A block shared with messages still alive is not grown in place: room for
+                    // a whole block, not for this chunk alone, so that the next chunks fill it.
+                    if buf.capacity() - buf.len() < chunk.bytes.len() {
+                        buf.reserve(chunk.bytes.len().max(READ_CHUNK));
+                    }
+                    buf.extend_from_slice(&chunk.bytes);
+                }
                 // The peer finished the stream, or the connection ended: the connection's
                 // reader reports the end.
                 Ok(None) | Err(_) => return,

@@ -208,7 +208,9 @@ pub enum SendStatus {
 pub struct Received {
     /// The node that sent it (the origin, not the neighbor that passed it on).
     pub from: PeerId,
-    /// Its body.
+    /// Its body. It shares memory with the other messages its link read in the same block
+    /// (64 KiB), which stays allocated while any of them is held: to keep a few bodies out of
+    /// many for long, copy them (`Bytes::copy_from_slice`).
     pub body: Bytes,
     /// Links it travelled (0 when sent by another channel of this node).
     pub hops: u16,

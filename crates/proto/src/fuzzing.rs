@@ -59,7 +59,9 @@ pub fn frame_decoder(data: &[u8]) {
     }
     let mut rest = stream;
     while !rest.is_empty() {
-        match wire::decode_frame::<Message<WirePeer>>(rest, max) {
+        let decoded = wire::decode_frame::<Message<WirePeer>>(rest, max);
+        same_as_shared(&decoded, rest, max);
+        match decoded {
             Ok(Some((message, used))) => {
                 assert!(
                     used > LEN_PREFIX && used <= rest.len() && used - LEN_PREFIX <= max,
@@ -86,6 +88,31 @@ pub fn frame_decoder(data: &[u8]) {
             }
             Err(_) => rest = &rest[1..],
         }
+    }
+}
+
+/// [`wire::decode_frame_shared`] (what the links use) decodes `stream` as
+/// [`wire::decode_frame`] did, consuming the same bytes, and leaves the buffer as it was when
+/// the frame is incomplete.
+fn same_as_shared(
+    decoded: &Result<Option<(Message<WirePeer>, usize)>, FrameError>,
+    stream: &[u8],
+    max: usize,
+) {
+    let mut buf = bytes::BytesMut::from(stream);
+    let shared = wire::decode_frame_shared::<Message<WirePeer>>(&mut buf, max);
+    match (decoded, shared) {
+        (Ok(Some((message, used))), Ok(Some(again))) => {
+            assert_eq!(&again, message);
+            assert_eq!(
+                buf.len(),
+                stream.len() - used,
+                "the frame's bytes are taken"
+            );
+        }
+        (Ok(None), Ok(None)) => assert_eq!(&buf[..], stream),
+        (Err(e), Err(again)) => assert_eq!(&again, e),
+        (decoded, shared) => panic!("decode_frame gave {decoded:?}, the shared one {shared:?}"),
     }
 }
 

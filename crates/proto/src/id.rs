@@ -137,17 +137,30 @@ impl Serialize for MeshId {
 
 impl<'de> Deserialize<'de> for MeshId {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        // Borrowed where the format allows it (postcard does). Every frame names its mesh, and
-        // a link's frames nearly always name the same one: the last id decoded on this thread
-        // is kept, and a name equal to it (valid and normalised, then) is that id again,
-        // without allocating.
-        let name = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        deserializer.deserialize_str(MeshIdVisitor)
+    }
+}
+
+/// Reads a mesh id from a string the format lends (postcard does), without copying it: every
+/// frame names its mesh, and a link's frames nearly always name the same one. The last id
+/// decoded on this thread is kept, and a name equal to it (valid and normalised, then) is that
+/// id again, without allocating. (serde's own `Cow<str>` always copies.)
+struct MeshIdVisitor;
+
+impl serde::de::Visitor<'_> for MeshIdVisitor {
+    type Value = MeshId;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a mesh id")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<MeshId, E> {
         LAST_DECODED.with(|last| {
             let mut last = last.borrow_mut();
             if let Some(id) = last.as_ref().filter(|id| id.as_str() == name) {
                 return Ok(id.clone());
             }
-            let id = MeshId::new(&name).map_err(serde::de::Error::custom)?;
+            let id = MeshId::new(name).map_err(E::custom)?;
             *last = Some(id.clone());
             Ok(id)
         })

@@ -576,9 +576,11 @@ impl<PI: PeerIdentity> Mesh<PI> {
 
     /// Turns the sub-states' outputs into the mesh's, reacting to neighbor changes.
     fn drain<R: Rng>(&mut self, now: Instant, rng: &mut R, out: &mut Vec<MeshOut<PI>>) {
+        // The sub-states' output vectors keep their capacity from input to input: made anew,
+        // they cost an allocation per message.
         loop {
-            let m_out = std::mem::take(&mut self.m_out);
-            for o in m_out {
+            let mut m_out = std::mem::take(&mut self.m_out);
+            for o in m_out.drain(..) {
                 match o {
                     MembershipOut::Send(to, m) => {
                         out.push(MeshOut::Send(to, MeshMessage::Membership(m)))
@@ -602,7 +604,10 @@ impl<PI: PeerIdentity> Mesh<PI> {
                     MembershipOut::Release(peer) => out.push(MeshOut::Release(peer)),
                 }
             }
-            for o in std::mem::take(&mut self.b_out) {
+            if self.m_out.is_empty() {
+                self.m_out = m_out;
+            }
+            for o in self.b_out.drain(..) {
                 match o {
                     BroadcastOut::Send(to, m) => {
                         out.push(MeshOut::Send(to, MeshMessage::Broadcast(m)))

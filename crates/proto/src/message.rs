@@ -244,7 +244,9 @@ pub struct Gossip<PI> {
     pub hop_limit: Option<u16>,
     /// Application data or the mesh's own beacon.
     pub kind: GossipKind,
-    /// The application payload (opaque to the core).
+    /// The application payload (opaque to the core). Decoded by the runtime's links, it is a
+    /// slice of the buffer the link read it into (see [`crate::wire::decode_frame_shared`]).
+    #[serde(with = "crate::wire::shared_bytes")]
     pub payload: Bytes,
 }
 

@@ -435,7 +435,10 @@ impl<PI: PeerIdentity, R: Rng> State<PI, R> {
 
     /// Moves a mesh's outputs to the node's queue.
     fn flush(&mut self, mesh: &MeshId) {
-        for o in std::mem::take(&mut self.scratch) {
+        // Taken and put back, emptied: its capacity serves the next input (a vector made anew
+        // per message was an allocation per message).
+        let mut scratch = std::mem::take(&mut self.scratch);
+        for o in scratch.drain(..) {
             let event = match o {
                 MeshOut::Send(to, body) => OutEvent::SendMessage {
                     to,
@@ -466,6 +469,7 @@ impl<PI: PeerIdentity, R: Rng> State<PI, R> {
             };
             self.out.push_back(event);
         }
+        self.scratch = scratch;
     }
 }
 

@@ -5,6 +5,9 @@
 //! before anything is allocated, so a peer cannot make a node reserve memory by announcing a
 //! large frame. Every decoding error is an [`FrameError`]; nothing here panics on input.
 
+use std::cell::RefCell;
+
+use bytes::{Bytes, BytesMut};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -132,9 +135,121 @@ pub fn decode_frame<T: DeserializeOwned>(
     Ok(Some((decode_body(body)?, LEN_PREFIX + len)))
 }
 
+/// Cuts the next whole frame off the front of `buf` and decodes it: `Ok(None)` when more bytes
+/// are needed (`buf` is left as it was). After an error the stream cannot be read on (a bad
+/// frame's bytes may or may not have been taken).
+///
+/// Unlike [`decode_frame`], the payloads in the message are not copied: they are slices of
+/// `buf`'s memory, which they keep alive (see [`shared_bytes`]). A reader that fills `buf` in
+/// large blocks then allocates once per block, not once per message.
+pub fn decode_frame_shared<T: DeserializeOwned>(
+    buf: &mut BytesMut,
+    max_frame: usize,
+) -> Result<Option<T>, FrameError> {
+    let Some(prefix) = buf.get(..LEN_PREFIX) else {
+        return Ok(None);
+    };
+    let mut p = [0; LEN_PREFIX];
+    p.copy_from_slice(prefix);
+    let len = frame_len(p, max_frame)?;
+    if buf.len() < LEN_PREFIX + len {
+        return Ok(None);
+    }
+    let frame = buf.split_to(LEN_PREFIX + len).freeze();
+    let _source = Source::set(frame.clone());
+    decode_body(&frame[LEN_PREFIX..]).map(Some)
+}
+
+thread_local! {
+    /// The frame being decoded by [`decode_frame_shared`] on this thread, if any.
+    static SOURCE: RefCell<Option<Bytes>> = const { RefCell::new(None) };
+}
+
+/// Sets [`SOURCE`] for the duration of one decoding, and clears it however that ends.
+struct Source;
+
+impl Source {
+    fn set(frame: Bytes) -> Self {
+        SOURCE.with(|s| *s.borrow_mut() = Some(frame));
+        Source
+    }
+}
+
+impl Drop for Source {
+    fn drop(&mut self) {
+        SOURCE.with(|s| *s.borrow_mut() = None);
+    }
+}
+
+/// The serde adapter of a message's payloads (`#[serde(with = "crate::wire::shared_bytes")]`):
+/// written as [`Bytes`] is (a byte string), read as a slice of the frame when
+/// [`decode_frame_shared`] decodes it and the format lends its input (postcard does), as a copy
+/// otherwise.
+pub(crate) mod shared_bytes {
+    use std::fmt;
+
+    use bytes::Bytes;
+    use serde::de::{Error, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    use super::SOURCE;
+
+    pub(crate) fn serialize<S: Serializer>(
+        bytes: &Bytes,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(bytes)
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Bytes, D::Error> {
+        deserializer.deserialize_bytes(SharedVisitor)
+    }
+
+    struct SharedVisitor;
+
+    impl<'de> Visitor<'de> for SharedVisitor {
+        type Value = Bytes;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a byte string")
+        }
+
+        fn visit_borrowed_bytes<E: Error>(self, bytes: &'de [u8]) -> Result<Bytes, E> {
+            let shared = SOURCE.with(|s| {
+                let source = s.borrow();
+                let source = source.as_ref()?;
+                // Only a slice within the frame's memory can be shared.
+                let within = source.as_ptr_range();
+                let range = bytes.as_ptr_range();
+                (within.start <= range.start && range.end <= within.end)
+                    .then(|| source.slice_ref(bytes))
+            });
+            Ok(shared.unwrap_or_else(|| Bytes::copy_from_slice(bytes)))
+        }
+
+        fn visit_bytes<E: Error>(self, bytes: &[u8]) -> Result<Bytes, E> {
+            Ok(Bytes::copy_from_slice(bytes))
+        }
+
+        fn visit_byte_buf<E: Error>(self, bytes: Vec<u8>) -> Result<Bytes, E> {
+            Ok(Bytes::from(bytes))
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Bytes, A::Error> {
+            let mut bytes = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+            while let Some(b) = seq.next_element()? {
+                bytes.push(b);
+            }
+            Ok(Bytes::from(bytes))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use bytes::Bytes;
+    use bytes::{Bytes, BytesMut};
 
     use super::*;
     use crate::id::{MeshId, MessageId};
@@ -234,6 +349,62 @@ mod tests {
                 "cut {cut}"
             );
         }
+    }
+
+    #[test]
+    fn shared_decoding_slices_payloads_out_of_the_buffer() {
+        let mut stream = Vec::new();
+        encode_frame(&gossip(100), 1024, &mut stream).unwrap();
+        let first_len = stream.len();
+        encode_frame(&gossip(200), 1024, &mut stream).unwrap();
+        // Every cut short of the first frame's end asks for more and takes nothing.
+        for cut in 0..first_len {
+            let mut buf = BytesMut::from(&stream[..cut]);
+            assert_eq!(
+                decode_frame_shared::<Message<u32>>(&mut buf, 1024),
+                Ok(None)
+            );
+            assert_eq!(&buf[..], &stream[..cut], "cut {cut}");
+        }
+        let mut buf = BytesMut::from(&stream[..]);
+        let memory = buf.as_ptr_range();
+        let payload = |m: Message<u32>| match m.body {
+            MeshMessage::Broadcast(BroadcastMessage::Gossip(g)) => g.payload,
+            other => panic!("not gossip: {other:?}"),
+        };
+        let a = decode_frame_shared::<Message<u32>>(&mut buf, 1024)
+            .unwrap()
+            .unwrap();
+        let b = decode_frame_shared::<Message<u32>>(&mut buf, 1024)
+            .unwrap()
+            .unwrap();
+        assert_eq!((a.clone(), b.clone()), (gossip(100), gossip(200)));
+        assert!(buf.is_empty());
+        for p in [payload(a), payload(b)] {
+            let range = p.as_ptr_range();
+            assert!(
+                memory.start <= range.start && range.end <= memory.end,
+                "the payload is a slice of the buffer, not a copy"
+            );
+        }
+        // Outside a shared decoding, payloads are copies, as before.
+        let (copied, _) = decode_frame::<Message<u32>>(&stream, 1024)
+            .unwrap()
+            .unwrap();
+        let range = payload(copied).as_ptr_range();
+        let stream_memory = stream.as_ptr_range();
+        assert!(range.end <= stream_memory.start || range.start >= stream_memory.end);
+        // Limits and garbage as with `decode_frame`.
+        let mut huge = BytesMut::from(&(1u32 << 30).to_le_bytes()[..]);
+        assert!(matches!(
+            decode_frame_shared::<Message<u32>>(&mut huge, 1024),
+            Err(FrameError::TooLarge { .. })
+        ));
+        let mut garbage = BytesMut::from(&[3, 0, 0, 0, WIRE_VERSION, 0xff, 0xff][..]);
+        assert!(matches!(
+            decode_frame_shared::<Message<u32>>(&mut garbage, 1024),
+            Err(FrameError::Malformed(_))
+        ));
     }
 
     #[test]
