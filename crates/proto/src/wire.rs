@@ -123,39 +123,39 @@ pub fn decode_frame<T: DeserializeOwned>(
     buf: &[u8],
     max_frame: usize,
 ) -> Result<Option<(T, usize)>, FrameError> {
+    let Some(used) = whole_frame(buf, max_frame)? else {
+        return Ok(None);
+    };
+    Ok(Some((decode_body(&buf[LEN_PREFIX..used])?, used)))
+}
+
+/// The length (prefix included) of the frame at the front of `buf` if it is all there, its
+/// prefix checked.
+fn whole_frame(buf: &[u8], max_frame: usize) -> Result<Option<usize>, FrameError> {
     let Some(prefix) = buf.get(..LEN_PREFIX) else {
         return Ok(None);
     };
     let mut p = [0; LEN_PREFIX];
     p.copy_from_slice(prefix);
-    let len = frame_len(p, max_frame)?;
-    let Some(body) = buf.get(LEN_PREFIX..LEN_PREFIX + len) else {
-        return Ok(None);
-    };
-    Ok(Some((decode_body(body)?, LEN_PREFIX + len)))
+    let used = LEN_PREFIX + frame_len(p, max_frame)?;
+    Ok((buf.len() >= used).then_some(used))
 }
 
 /// Cuts the next whole frame off the front of `buf` and decodes it: `Ok(None)` when more bytes
 /// are needed (`buf` is left as it was). After an error the stream cannot be read on (a bad
 /// frame's bytes may or may not have been taken).
 ///
-/// Unlike [`decode_frame`], the payloads in the message are not copied: they are slices of
-/// `buf`'s memory, which they keep alive (see [`shared_bytes`]). A reader that fills `buf` in
-/// large blocks then allocates once per block, not once per message.
+/// Unlike [`decode_frame`], the payloads in the message (`Gossip::payload`) are not copied:
+/// they are slices of `buf`'s memory, which they keep alive. A reader that fills `buf` in large
+/// blocks then allocates once per block, not once per message.
 pub fn decode_frame_shared<T: DeserializeOwned>(
     buf: &mut BytesMut,
     max_frame: usize,
 ) -> Result<Option<T>, FrameError> {
-    let Some(prefix) = buf.get(..LEN_PREFIX) else {
+    let Some(used) = whole_frame(buf, max_frame)? else {
         return Ok(None);
     };
-    let mut p = [0; LEN_PREFIX];
-    p.copy_from_slice(prefix);
-    let len = frame_len(p, max_frame)?;
-    if buf.len() < LEN_PREFIX + len {
-        return Ok(None);
-    }
-    let frame = buf.split_to(LEN_PREFIX + len).freeze();
+    let frame = buf.split_to(used).freeze();
     let _source = Source::set(frame.clone());
     decode_body(&frame[LEN_PREFIX..]).map(Some)
 }
