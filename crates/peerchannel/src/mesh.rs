@@ -208,12 +208,27 @@ pub enum SendStatus {
 pub struct Received {
     /// The node that sent it (the origin, not the neighbor that passed it on).
     pub from: PeerId,
-    /// Its body. It shares memory with the other messages its link read in the same block
-    /// (64 KiB), which stays allocated while any of them is held: to keep a few bodies out of
-    /// many for long, copy them (`Bytes::copy_from_slice`).
+    /// Its body. It may share memory with the other messages its link read in the same block
+    /// (64 KiB, more for a larger message), which stays allocated while any of them is held:
+    /// to keep a few bodies out of many for long, copy them (`Bytes::copy_from_slice`). A
+    /// channel nobody reads thus holds at most its capacity in blocks (each at most 64 KiB
+    /// plus the largest frame: about twice what full-size messages would take), in practice
+    /// far less, since consecutive messages share their blocks. What a mesh keeps for a path
+    /// with no channel yet is copied (it may wait for [`BACKLOG_AGE`]).
     pub body: Bytes,
     /// Links it travelled (0 when sent by another channel of this node).
     pub hops: u16,
+}
+
+impl Received {
+    /// The same message with a body of its own, not a slice of a larger block.
+    fn detached(&self) -> Received {
+        Received {
+            from: self.from,
+            body: Bytes::copy_from_slice(&self.body),
+            hops: self.hops,
+        }
+    }
 }
 
 /// What became of a mesh left with [`Mesh::leave`].
@@ -588,7 +603,8 @@ impl Subscriptions {
         {
             self.backlog.pop_front();
         }
-        self.backlog.push_back((Arc::from(path), message, now));
+        self.backlog
+            .push_back((Arc::from(path), message.detached(), now));
     }
 
     fn take_backlog(&mut self, path: &str) -> Vec<(Arc<str>, Received, Instant)> {
@@ -674,5 +690,49 @@ impl MeshShared {
         // A panic while holding this lock cannot leave the map inconsistent (single inserts
         // and removals), so a poisoned lock is still usable.
         self.subscriptions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A mesh handle with nothing behind it: enough for its channels.
+    fn mesh(capacity: usize) -> Mesh {
+        let (commands, _) = mpsc::channel(1);
+        let id = MeshId::new("soccerpals").expect("a valid mesh id");
+        let me = PeerId::from_bytes([1; 32]);
+        let shared = MeshShared::new(id, String::new(), me, commands, 1024, capacity);
+        Mesh::new(Arc::new(shared))
+    }
+
+    /// Whether `body` lies within `block`'s memory.
+    fn within(body: &Bytes, block: &Bytes) -> bool {
+        let (b, r) = (block.as_ptr_range(), body.as_ptr_range());
+        b.start <= r.start && r.end <= b.end
+    }
+
+    #[test]
+    fn messages_kept_for_a_later_channel_do_not_hold_their_link_s_block() {
+        let mesh = mesh(64);
+        let mut channel = mesh.raw_channel("chat").expect("a valid path");
+        // One link's read block, and messages that are slices of it, as the links make them.
+        let block = Bytes::from(vec![7u8; 64 * 1024]);
+        let message = |i: usize| Received {
+            from: PeerId::from_bytes([2; 32]),
+            body: block.slice(i * 100..(i + 1) * 100),
+            hops: 1,
+        };
+        // An open channel gets the slice itself: no copy on the way.
+        assert_eq!(mesh.shared.deliver("chat", message(0), None), 1);
+        let got = channel.rx.try_recv().expect("delivered");
+        assert_eq!(got, message(0));
+        assert!(within(&got.body, &block));
+        // Nobody reads the other path yet: what it keeps (up to 30 s) is copied at once.
+        assert_eq!(mesh.shared.deliver("scores", message(1), None), 0);
+        let mut late = mesh.raw_channel("scores").expect("a valid path");
+        let kept = late.rx.try_recv().expect("kept for the first channel");
+        assert_eq!(kept, message(1), "the same message, bytes and all");
+        assert!(!within(&kept.body, &block));
     }
 }
