@@ -156,8 +156,14 @@ pub fn decode_frame_shared<T: DeserializeOwned>(
         return Ok(None);
     };
     let frame = buf.split_to(used).freeze();
-    let _source = Source::set(frame.clone());
-    decode_body(&frame[LEN_PREFIX..]).map(Some)
+    let _source = Source::set(frame);
+    // Decoded from the frame where the adapter finds it (no second handle on the frame: its
+    // count is shared with every payload of the block, read and dropped on other threads).
+    SOURCE.with(|s| {
+        let source = s.borrow();
+        let frame = source.as_ref().expect("set just above");
+        decode_body(&frame[LEN_PREFIX..]).map(Some)
+    })
 }
 
 thread_local! {
@@ -233,10 +239,7 @@ pub(crate) mod shared_bytes {
             Ok(Bytes::copy_from_slice(bytes))
         }
 
-        fn visit_byte_buf<E: Error>(self, bytes: Vec<u8>) -> Result<Bytes, E> {
-            Ok(Bytes::from(bytes))
-        }
-
+        /// Formats that write bytes as a list of numbers (as `Bytes`' own adapter reads them).
         fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Bytes, A::Error> {
             let mut bytes = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
             while let Some(b) = seq.next_element()? {
@@ -405,6 +408,22 @@ mod tests {
             decode_frame_shared::<Message<u32>>(&mut garbage, 1024),
             Err(FrameError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn payloads_read_from_other_formats_are_copies_of_the_same_bytes() {
+        use serde::de::value::{BorrowedBytesDeserializer, BytesDeserializer, SeqDeserializer};
+        type E = serde::de::value::Error;
+        let data = [1u8, 2, 3];
+        let lent = shared_bytes::deserialize(BorrowedBytesDeserializer::<E>::new(&data)).unwrap();
+        let temporary = shared_bytes::deserialize(BytesDeserializer::<E>::new(&data)).unwrap();
+        let listed =
+            shared_bytes::deserialize(SeqDeserializer::<_, E>::new(data.iter().copied())).unwrap();
+        for bytes in [lent, temporary, listed] {
+            assert_eq!(&bytes[..], &data[..]);
+            // Outside a shared decoding nothing is lent: a copy.
+            assert_ne!(bytes.as_ptr(), data.as_ptr());
+        }
     }
 
     #[test]
